@@ -1,0 +1,805 @@
+//! [`Connection`]: one WebSocket endpoint, from the first handshake byte to
+//! the end of the close handshake.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::Config;
+use crate::error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
+use crate::frame::{
+    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedFrame,
+    apply_mask, close_payload, parse_close_payload, truncate_reason,
+};
+use crate::handshake::client::parse_response;
+use crate::handshake::response::encode_switching;
+use crate::handshake::{AcceptOptions, ClientRequest, HttpResponse, Request, find_head_end};
+use crate::mask_keys::MaskKeySource;
+use crate::message::{Event, Message, Utf8Bytes};
+use crate::outbound::Outbound;
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts the handshake; receives masked frames, sends unmasked ones.
+    Server,
+    /// Starts the handshake; masks every frame it sends.
+    Client,
+}
+
+/// The connection's state, as RFC 6455 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The opening handshake is in progress.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Finished: drain `poll_transmit`, then close the transport.
+    Closed,
+}
+
+/// Internal phases; every transition is in this file.
+enum Phase {
+    /// Server: reading the request head.
+    AwaitRequest,
+    /// Server: the request was handed to the application; waiting for
+    /// `accept`, `reject` or `respond`.
+    AwaitAnswer(PendingRequest),
+    /// Client: request sent, reading the response head.
+    AwaitResponse(Box<ClientRequest>),
+    Open,
+    CloseSent,
+    Closed,
+}
+
+struct PendingRequest {
+    accept: Result<String, HandshakeError>,
+    protocols: Vec<String>,
+}
+
+/// The frame whose header has been read and whose payload is arriving.
+#[derive(Clone, Copy)]
+struct InFrame {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    len: usize,
+    /// Payload bytes already unmasked and validated, at the front of `read`.
+    done: usize,
+    /// Whether the payload is text to validate as it arrives.
+    text: bool,
+}
+
+/// A fragmented message being reassembled.
+struct Assembly {
+    opcode: OpCode,
+    data: BytesMut,
+}
+
+/// A WebSocket connection as a pure state machine: bytes and time in,
+/// events and bytes out. It never touches a socket or a clock.
+///
+/// Methods come in four groups (after quinn-proto):
+///
+/// - **Getters** (`&self`): [`state`](Self::state), [`role`](Self::role),
+///   [`is_closed`](Self::is_closed), [`buffered_inbound`](Self::buffered_inbound),
+///   [`buffered_outbound`](Self::buffered_outbound), [`wants_read`](Self::wants_read).
+/// - **Inputs**: [`handle_data`](Self::handle_data) (or
+///   [`read_buf`](Self::read_buf) + [`handle_read`](Self::handle_read) to
+///   read straight into the connection's buffer),
+///   [`handle_eof`](Self::handle_eof), [`handle_timeout`](Self::handle_timeout).
+/// - **Commands**: [`accept`](Self::accept), [`reject`](Self::reject),
+///   [`respond`](Self::respond), [`send`](Self::send),
+///   [`send_prepared`](Self::send_prepared), [`ping`](Self::ping),
+///   [`pong`](Self::pong), [`close`](Self::close). Each returns
+///   `Err(SendError)` when it does not fit the state, and changes nothing then.
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit) (or
+///   [`poll_transmit_chunk`](Self::poll_transmit_chunk), or
+///   [`transmit_slices`](Self::transmit_slices) +
+///   [`consume_transmit`](Self::consume_transmit)),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
+///
+/// # Contract
+///
+/// After every input or command, the caller MUST write out what
+/// `poll_transmit` yields (in order), MUST re-read `poll_timeout` and arm
+/// its timer for that instant, and SHOULD drain `poll_event`. `now` MUST
+/// never go backwards; extra `handle_timeout` calls are harmless. Any
+/// chunking of the same input bytes yields the same events.
+///
+/// A peer's protocol violation is never an `Err`: the connection queues a
+/// close frame with the right code (1002, 1007, 1009), reports
+/// [`Event::Error`] then [`Event::Closed`], and ignores further input.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    phase: Phase,
+    /// Received bytes not yet consumed.
+    read: BytesMut,
+    /// How far the handshake head has been scanned for its end.
+    scanned: usize,
+    frame: Option<InFrame>,
+    message: Option<Assembly>,
+    utf8: Utf8Validator,
+    out: Outbound,
+    events: VecDeque<Event>,
+    deadline: Option<Instant>,
+    mask_keys: Option<Box<dyn MaskKeySource>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state())
+            .field("buffered_inbound", &self.buffered_inbound())
+            .field("buffered_outbound", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A server connection waiting for the client's request. The handshake
+    /// deadline counts from `now`.
+    pub fn server(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let deadline = config.handshake_timeout.map(|t| now + t);
+        Ok(Self::new(Role::Server, config, Phase::AwaitRequest, deadline, None))
+    }
+
+    /// A client connection; its request is queued for `poll_transmit` at
+    /// once. Masking keys come from `mask_keys`, which the caller seeds.
+    pub fn client(
+        config: Config,
+        request: ClientRequest,
+        mask_keys: Box<dyn MaskKeySource>,
+        now: Instant,
+    ) -> Result<Self, ClientError> {
+        config.validate()?;
+        let deadline = config.handshake_timeout.map(|t| now + t);
+        let mut conn = Self::new(Role::Client, config, Phase::Closed, deadline, Some(mask_keys));
+        let tail_before = conn.out.tail().len();
+        request.encode(conn.out.tail())?;
+        let written = conn.out.tail().len() - tail_before;
+        conn.out.commit(written);
+        conn.phase = Phase::AwaitResponse(Box::new(request));
+        Ok(conn)
+    }
+
+    fn new(
+        role: Role,
+        config: Config,
+        phase: Phase,
+        deadline: Option<Instant>,
+        mask_keys: Option<Box<dyn MaskKeySource>>,
+    ) -> Self {
+        Self {
+            role,
+            config,
+            phase,
+            read: BytesMut::new(),
+            scanned: 0,
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::new(),
+            out: Outbound::default(),
+            events: VecDeque::new(),
+            deadline,
+            mask_keys,
+        }
+    }
+
+    // ----- (A) getters -----
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => State::Connecting,
+            Phase::Open => State::Open,
+            Phase::CloseSent => State::Closing,
+            Phase::Closed => State::Closed,
+        }
+    }
+
+    /// Whether the connection is finished (events and transmit may still
+    /// hold the last items).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Received bytes held: the unfinished frame plus an unfinished
+    /// fragmented message. Bounded by the configured limits.
+    pub fn buffered_inbound(&self) -> usize {
+        self.read.len() + self.message.as_ref().map_or(0, |m| m.data.len())
+    }
+
+    /// Bytes queued for the transport.
+    pub fn buffered_outbound(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether the connection can use more input now. False while a server
+    /// waits for the application to answer the request, and once closed.
+    pub fn wants_read(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitRequest | Phase::AwaitResponse(_) | Phase::Open | Phase::CloseSent
+        )
+    }
+
+    /// How many bytes a read should make room for: the rest of the frame
+    /// being received, between 4 KiB and 1 MiB.
+    pub fn read_hint(&self) -> usize {
+        let remaining = self.frame.map_or(0, |f| f.len.saturating_sub(self.read.len()));
+        (remaining + MAX_HEADER_LEN).clamp(4096, 1 << 20)
+    }
+
+    // ----- (B) inputs -----
+
+    /// Feeds bytes read from the transport.
+    pub fn handle_data(&mut self, now: Instant, data: &[u8]) {
+        if !self.wants_input() {
+            return;
+        }
+        self.read.extend_from_slice(data);
+        self.handle_read(now);
+    }
+
+    /// The receive buffer, for reading from the transport without a copy.
+    /// Append bytes to it (e.g. with `read_buf`), then call
+    /// [`Connection::handle_read`]. Do not remove bytes from it.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    /// Processes bytes appended to [`Connection::read_buf`].
+    pub fn handle_read(&mut self, now: Instant) {
+        self.handle_timeout(now);
+        match &self.phase {
+            Phase::AwaitRequest => self.read_request(),
+            Phase::AwaitResponse(_) => self.read_response(),
+            Phase::Open | Phase::CloseSent => self.read_frames(),
+            Phase::AwaitAnswer(_) => {}
+            Phase::Closed => self.read.clear(),
+        }
+    }
+
+    /// The transport reached end of stream.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
+                self.fail(HandshakeError::Eof.into(), false);
+            }
+            Phase::Open | Phase::CloseSent => {
+                self.finish(CloseCode::ABNORMAL, String::new(), false);
+            }
+        }
+    }
+
+    /// Time passed; acts on an expired handshake or close deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        self.deadline = None;
+        match self.phase {
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
+                self.fail(HandshakeError::Timeout.into(), false);
+            }
+            Phase::CloseSent => self.fail(Error::CloseTimeout, false),
+            Phase::Open | Phase::Closed => {}
+        }
+    }
+
+    // ----- (C) commands -----
+
+    /// Server: accepts the pending upgrade request and writes the 101
+    /// response. Bytes that followed the request are processed now, so
+    /// events may be ready afterwards.
+    pub fn accept(&mut self, options: AcceptOptions) -> Result<(), SendError> {
+        let Phase::AwaitAnswer(pending) = &self.phase else {
+            return Err(SendError::NoPendingRequest);
+        };
+        let accept = pending.accept.as_ref().map_err(|e| SendError::NotUpgradable(e.clone()))?;
+        if let Some(p) = &options.protocol
+            && !pending.protocols.contains(p)
+        {
+            return Err(SendError::UnofferedProtocol(p.clone()));
+        }
+        let mut head = Vec::with_capacity(160);
+        encode_switching(&mut head, accept, &options)?;
+        self.out.push_shared(&Bytes::from(head));
+        self.phase = Phase::Open;
+        self.deadline = None;
+        self.read_frames();
+        Ok(())
+    }
+
+    /// Server: refuses the pending request with an HTTP status and a
+    /// plain-text reason; the connection is then closed.
+    pub fn reject(&mut self, status: u16, reason: &str) -> Result<(), SendError> {
+        self.respond(HttpResponse::text(status, format!("{reason}\n")))
+    }
+
+    /// Server: answers the pending request with any HTTP response (a
+    /// rejection, or plain HTTP such as a health check on the same port);
+    /// the connection is then closed. No event follows: drain
+    /// `poll_transmit`, then close the transport.
+    pub fn respond(&mut self, response: HttpResponse) -> Result<(), SendError> {
+        if !matches!(self.phase, Phase::AwaitAnswer(_)) {
+            return Err(SendError::NoPendingRequest);
+        }
+        let mut buf = Vec::with_capacity(128 + response.body.len());
+        response.encode(&mut buf)?;
+        self.out.push_shared(&Bytes::from(buf));
+        self.enter_closed();
+        Ok(())
+    }
+
+    /// Sends a message (fragmented if `fragment_size` is set).
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.check_open()?;
+        match &message {
+            Message::Text(t) => self.encode_message(OpCode::Text, &[t.as_bytes().clone()]),
+            Message::Binary(b) => self.encode_message(OpCode::Binary, std::slice::from_ref(b)),
+        }
+        Ok(())
+    }
+
+    /// Sends one text message whose payload is the concatenation of
+    /// `parts`, without joining them first: on a server, large parts are
+    /// queued by reference. Each part must be valid UTF-8 on its own.
+    pub fn send_text_parts(&mut self, parts: &[Utf8Bytes]) -> Result<(), SendError> {
+        self.check_open()?;
+        let parts: Vec<Bytes> = parts.iter().map(|p| p.as_bytes().clone()).collect();
+        self.encode_message(OpCode::Text, &parts);
+        Ok(())
+    }
+
+    /// Server: queues a frame encoded once for many connections; the
+    /// payload is shared, not copied.
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            return Err(SendError::PreparedFrameOnClient);
+        }
+        self.check_open()?;
+        self.out.push_shared(frame.header());
+        self.out.push_shared(frame.payload());
+        Ok(())
+    }
+
+    /// Sends a ping (payload at most 125 bytes).
+    pub fn ping(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Sends an unsolicited pong (payload at most 125 bytes).
+    pub fn pong(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong(payload.len()));
+        }
+        self.check_open()?;
+        self.encode_frame(opcode, true, &[payload]);
+        Ok(())
+    }
+
+    /// Starts the close handshake: sends a close frame and waits up to
+    /// `close_timeout` for the peer's. `reason` is cut to 123 bytes.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_valid_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        self.check_open()?;
+        self.encode_frame(OpCode::Close, true, &[close_payload(Some(code), reason)]);
+        self.phase = Phase::CloseSent;
+        self.deadline = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        match self.phase {
+            Phase::Open => Ok(()),
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => Err(SendError::NotOpen),
+            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        }
+    }
+
+    // ----- (D) outputs -----
+
+    /// Appends every queued outbound byte to `buf`; returns how many, or
+    /// `None` if nothing was queued. Call after every input and command.
+    #[must_use = "the bytes must be written to the transport"]
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        if self.out.is_empty() {
+            return None;
+        }
+        Some(self.out.drain_into(buf))
+    }
+
+    /// Takes the next queued chunk of outbound bytes without copying
+    /// shared payloads.
+    #[must_use = "the bytes must be written to the transport"]
+    pub fn poll_transmit_chunk(&mut self) -> Option<Bytes> {
+        self.out.pop_chunk()
+    }
+
+    /// Fills `dst` with slices of the queued outbound bytes for a vectored
+    /// write; returns the number of slices. Then call
+    /// [`Connection::consume_transmit`] with the bytes written.
+    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out.slices(dst)
+    }
+
+    /// Drops `n` written bytes from the front of the outbound queue.
+    pub fn consume_transmit(&mut self, n: usize) {
+        self.out.consume(n);
+    }
+
+    /// The next event, if any. Call after every input and command.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The instant at which [`Connection::handle_timeout`] must be called:
+    /// the handshake or close deadline, if one is running.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    // ----- internals: reading -----
+
+    fn wants_input(&self) -> bool {
+        !matches!(self.phase, Phase::Closed)
+    }
+
+    fn read_request(&mut self) {
+        let limit = self.config.max_handshake_size;
+        let Some(end) = find_head_end(&self.read, self.scanned) else {
+            self.scanned = self.read.len();
+            if self.read.len() > limit {
+                self.fail(HandshakeError::HeadTooLarge { limit }.into(), true);
+            }
+            return;
+        };
+        if end > limit {
+            self.fail(HandshakeError::HeadTooLarge { limit }.into(), true);
+            return;
+        }
+        match Request::parse(&self.read[..end], self.config.max_headers, limit) {
+            Ok(Some((request, len))) => {
+                self.read.advance(len);
+                self.phase = Phase::AwaitAnswer(PendingRequest {
+                    accept: request.accept_value().map(str::to_owned).map_err(Clone::clone),
+                    protocols: request.protocols().map(str::to_owned).collect(),
+                });
+                self.events.push_back(Event::Request(request));
+            }
+            // The head ends at `end`, so httparse cannot want more.
+            Ok(None) => self.fail(HandshakeError::MalformedHttp("incomplete head".into()).into(), true),
+            Err(e) => self.fail(e.into(), true),
+        }
+    }
+
+    fn read_response(&mut self) {
+        let Phase::AwaitResponse(request) = &self.phase else {
+            return;
+        };
+        let limit = self.config.max_handshake_size;
+        let Some(end) = find_head_end(&self.read, self.scanned) else {
+            self.scanned = self.read.len();
+            if self.read.len() > limit {
+                self.fail(HandshakeError::HeadTooLarge { limit }.into(), false);
+            }
+            return;
+        };
+        let parsed = if end > limit {
+            Err(HandshakeError::HeadTooLarge { limit })
+        } else {
+            parse_response(&self.read[..end], request, self.config.max_headers, limit)
+        };
+        match parsed {
+            Ok(Some((response, len))) => {
+                self.read.advance(len);
+                self.phase = Phase::Open;
+                self.deadline = None;
+                self.events.push_back(Event::Accepted(response));
+                self.read_frames();
+            }
+            Ok(None) => self.fail(HandshakeError::MalformedHttp("incomplete head".into()).into(), false),
+            Err(e) => self.fail(e.into(), false),
+        }
+    }
+
+    fn read_frames(&mut self) {
+        while matches!(self.phase, Phase::Open | Phase::CloseSent) {
+            let mut frame = match self.frame {
+                Some(f) => f,
+                None => match FrameHeader::decode(&self.read) {
+                    Ok(None) => return,
+                    Ok(Some((header, header_len))) => match self.check_header(&header) {
+                        Ok(f) => {
+                            self.read.advance(header_len);
+                            f
+                        }
+                        Err(e) => return self.fail(e.into(), true),
+                    },
+                    Err(e) => return self.fail(e.into(), true),
+                },
+            };
+            // Unmask and validate whatever part of the payload is here, so
+            // invalid text fails as soon as the bad byte arrives.
+            let end = frame.len.min(self.read.len());
+            if frame.done < end {
+                let chunk = &mut self.read[frame.done..end];
+                if let Some(key) = frame.mask {
+                    apply_mask(chunk, key, frame.done);
+                }
+                let invalid = frame.text && self.utf8.feed(chunk).is_err();
+                frame.done = end;
+                if invalid {
+                    return self.fail(ProtocolError::InvalidUtf8.into(), true);
+                }
+            }
+            if frame.done < frame.len {
+                self.frame = Some(frame);
+                return;
+            }
+            self.frame = None;
+            let payload = self.read.split_to(frame.len).freeze();
+            if let Err(e) = self.dispatch(frame, payload) {
+                return self.fail(e.into(), true);
+            }
+        }
+    }
+
+    /// Checks a header against the protocol, the role and the limits.
+    fn check_header(&mut self, h: &FrameHeader) -> Result<InFrame, ProtocolError> {
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = OpCode::from_wire(h.opcode).ok_or(ProtocolError::ReservedOpcode(h.opcode))?;
+        if opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControl);
+            }
+            if h.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlTooLong(h.payload_len));
+            }
+        }
+        if self.config.strict_masking {
+            match (self.role, h.mask) {
+                (Role::Server, None) => return Err(ProtocolError::UnmaskedFrame),
+                (Role::Client, Some(_)) => return Err(ProtocolError::MaskedFrame),
+                _ => {}
+            }
+        }
+        let frame_limit = self.config.max_frame_size;
+        if h.payload_len > frame_limit as u64 {
+            return Err(ProtocolError::FrameTooLarge { size: h.payload_len, limit: frame_limit });
+        }
+        let message_limit = self.config.max_message_size;
+        let text = match opcode {
+            OpCode::Continuation => {
+                let m = self.message.as_ref().ok_or(ProtocolError::UnexpectedContinuation)?;
+                let size = m.data.len() as u64 + h.payload_len;
+                if size > message_limit as u64 {
+                    return Err(ProtocolError::MessageTooLarge { size, limit: message_limit });
+                }
+                m.opcode == OpCode::Text
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                if h.payload_len > message_limit as u64 {
+                    return Err(ProtocolError::MessageTooLarge { size: h.payload_len, limit: message_limit });
+                }
+                self.utf8.reset();
+                opcode == OpCode::Text
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => false,
+        };
+        Ok(InFrame {
+            opcode,
+            fin: h.fin,
+            mask: h.mask,
+            // Bounded by max_frame_size above, so it fits in usize.
+            len: h.payload_len as usize,
+            done: 0,
+            text,
+        })
+    }
+
+    /// Acts on a complete frame.
+    fn dispatch(&mut self, frame: InFrame, payload: Bytes) -> Result<(), ProtocolError> {
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary if frame.fin => self.deliver(frame.opcode, payload)?,
+            OpCode::Text | OpCode::Binary => {
+                let mut data = BytesMut::with_capacity(payload.len().max(1024));
+                data.extend_from_slice(&payload);
+                self.message = Some(Assembly { opcode: frame.opcode, data });
+            }
+            OpCode::Continuation => {
+                let Some(m) = self.message.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                m.data.extend_from_slice(&payload);
+                if frame.fin {
+                    let opcode = m.opcode;
+                    let data = std::mem::take(&mut m.data).freeze();
+                    self.message = None;
+                    self.deliver(opcode, data)?;
+                }
+            }
+            OpCode::Ping => {
+                if self.config.auto_pong && matches!(self.phase, Phase::Open) {
+                    self.encode_frame(OpCode::Pong, true, std::slice::from_ref(&payload));
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            OpCode::Close => {
+                let (code, reason) = parse_close_payload(&payload)?;
+                if matches!(self.phase, Phase::Open) {
+                    // Echo the status code (RFC 6455 section 5.5.1).
+                    let echo = (code != CloseCode::NO_STATUS).then_some(code);
+                    self.encode_frame(OpCode::Close, true, &[close_payload(echo, "")]);
+                }
+                self.finish(code, reason, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, opcode: OpCode, data: Bytes) -> Result<(), ProtocolError> {
+        let message = if opcode == OpCode::Text {
+            if !self.utf8.is_complete() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            Message::Text(Utf8Bytes::from_validated(data))
+        } else {
+            Message::Binary(data)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    // ----- internals: writing -----
+
+    fn encode_message(&mut self, opcode: OpCode, parts: &[Bytes]) {
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        match self.config.fragment_size {
+            Some(size) if total > size => {
+                let joined = join(parts, total);
+                let mut offset = 0;
+                let mut op = opcode;
+                while offset < total {
+                    let end = (offset + size).min(total);
+                    self.encode_frame(op, end == total, &[joined.slice(offset..end)]);
+                    op = OpCode::Continuation;
+                    offset = end;
+                }
+            }
+            _ => self.encode_frame(opcode, true, parts),
+        }
+    }
+
+    /// Encodes one frame whose payload is the concatenation of `parts`.
+    fn encode_frame(&mut self, opcode: OpCode, fin: bool, parts: &[Bytes]) {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let mask = self.mask_keys.as_mut().map(|keys| keys.next_key());
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode: opcode.to_wire(),
+            mask,
+            payload_len: len as u64,
+        };
+        let tail = self.out.tail();
+        let start = tail.len();
+        header.encode(tail);
+        match mask {
+            None => {
+                let n = tail.len() - start;
+                self.out.commit(n);
+                for part in parts {
+                    self.out.push_shared(part);
+                }
+            }
+            Some(key) => {
+                let body = tail.len();
+                for part in parts {
+                    tail.extend_from_slice(part);
+                }
+                apply_mask(&mut tail[body..], key, 0);
+                let n = tail.len() - start;
+                self.out.commit(n);
+            }
+        }
+    }
+
+    // ----- internals: transitions -----
+
+    /// Fails the connection: a protocol error sends a close frame with its
+    /// code (when `send_close` and the state allows); a handshake error on
+    /// a server sends the matching HTTP rejection.
+    fn fail(&mut self, error: Error, send_close: bool) {
+        let (code, reason) = match &error {
+            Error::Protocol(e) => (e.close_code(), truncate_reason(&e.to_string()).to_owned()),
+            Error::Handshake(_) | Error::CloseTimeout => (CloseCode::ABNORMAL, String::new()),
+        };
+        match (&self.phase, &error) {
+            (Phase::Open, Error::Protocol(_)) if send_close => {
+                let reason = &reason[..reason.len().min(MAX_CLOSE_REASON)];
+                self.encode_frame(OpCode::Close, true, &[close_payload(Some(code), reason)]);
+            }
+            (Phase::AwaitRequest, Error::Handshake(e)) if send_close => {
+                let mut buf = Vec::new();
+                if HttpResponse::for_error(e).encode(&mut buf).is_ok() {
+                    self.out.push_shared(&Bytes::from(buf));
+                }
+            }
+            _ => {}
+        }
+        self.events.push_back(Event::Error(error));
+        self.finish(code, reason, false);
+    }
+
+    fn finish(&mut self, code: CloseCode, reason: String, clean: bool) {
+        self.enter_closed();
+        self.events.push_back(Event::Closed { code, reason, clean });
+    }
+
+    fn enter_closed(&mut self) {
+        self.phase = Phase::Closed;
+        self.deadline = None;
+        self.frame = None;
+        self.message = None;
+        self.read = BytesMut::new();
+    }
+}
+
+fn join(parts: &[Bytes], total: usize) -> Bytes {
+    match parts {
+        [one] => one.clone(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(total);
+            for p in parts {
+                buf.extend_from_slice(p);
+            }
+            buf.freeze()
+        }
+    }
+}
+
+/// Why [`Connection::client`] could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The request cannot be encoded (a header would break HTTP framing).
+    #[error(transparent)]
+    Request(#[from] SendError),
+}

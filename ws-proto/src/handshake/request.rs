@@ -1,0 +1,251 @@
+//! Server side: parsing and validating the client's upgrade request.
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::has_token;
+use crate::error::HandshakeError;
+
+/// A parsed HTTP request head, handed to the server application in
+/// [`crate::Event::Request`] so it can route and authorise it (path, query,
+/// Origin, token headers) before it accepts or rejects.
+///
+/// A request that is not a valid WebSocket upgrade is still delivered, with
+/// [`Request::upgrade_error`] saying why, so a server can answer plain HTTP
+/// (health checks, metrics) on the same port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, Bytes)>,
+    upgrade: Result<String, HandshakeError>,
+}
+
+impl Request {
+    /// Parses a complete head (`buf` must end at or contain `\r\n\r\n`).
+    /// Returns the request and the head's length.
+    pub(crate) fn parse(buf: &[u8], max_headers: usize, max_size: usize) -> Result<Option<(Self, usize)>, HandshakeError> {
+        let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
+        let mut req = httparse::Request::new(&mut storage);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge { limit: max_size }),
+            Err(e) => return Err(HandshakeError::MalformedHttp(e.to_string())),
+        };
+        let method = req.method.unwrap_or_default().to_owned();
+        let target = req.path.unwrap_or_default().to_owned();
+        let version = req.version.unwrap_or_default();
+        let headers: Vec<(String, Bytes)> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
+            .collect();
+        let mut request = Self {
+            method,
+            target,
+            headers,
+            upgrade: Err(HandshakeError::Eof),
+        };
+        request.upgrade = request.validate(version);
+        Ok(Some((request, len)))
+    }
+
+    /// RFC 6455 section 4.2.1, in order; returns the accept value.
+    fn validate(&self, version: u8) -> Result<String, HandshakeError> {
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotGet(self.method.clone()));
+        }
+        if version != 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        if self.header("host").is_none() {
+            return Err(HandshakeError::MissingHeader("Host"));
+        }
+        if !self.headers_named("upgrade").any(|v| has_token(v, "websocket")) {
+            return Err(HandshakeError::InvalidHeader { name: "Upgrade", reason: "must contain websocket" });
+        }
+        if !self.headers_named("connection").any(|v| has_token(v, "upgrade")) {
+            return Err(HandshakeError::InvalidHeader { name: "Connection", reason: "must contain upgrade" });
+        }
+        match self.header_bytes("sec-websocket-version") {
+            Some(v) if v.trim_ascii() == b"13" => {}
+            _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        let key = self
+            .header_bytes("sec-websocket-key")
+            .ok_or(HandshakeError::MissingHeader("Sec-WebSocket-Key"))?
+            .trim_ascii();
+        match base64::engine::general_purpose::STANDARD.decode(key) {
+            Ok(raw) if raw.len() == 16 => Ok(super::accept_key(key)),
+            _ => Err(HandshakeError::InvalidHeader {
+                name: "Sec-WebSocket-Key",
+                reason: "must be base64 of 16 bytes",
+            }),
+        }
+    }
+
+    /// The method (`GET` for a WebSocket upgrade).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target as sent: path and query.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    /// The query string after `?`, if any (not percent-decoded).
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The value of query parameter `name` (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query()?
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// All headers in order, names as sent.
+    pub fn headers(&self) -> &[(String, Bytes)] {
+        &self.headers
+    }
+
+    /// The first header with this name (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first header with this name (case-insensitive), as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers_named(name).next()
+    }
+
+    fn headers_named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &v[..])
+    }
+
+    /// The `Origin` header, if present.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("origin")
+    }
+
+    /// The subprotocols the client offers, in its order of preference.
+    pub fn protocols(&self) -> impl Iterator<Item = &str> + '_ {
+        self.headers_named("sec-websocket-protocol")
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The first offered subprotocol that the server `supported` list has.
+    pub fn select_protocol(&self, supported: &[&str]) -> Option<String> {
+        self.protocols().find(|p| supported.contains(p)).map(str::to_owned)
+    }
+
+    /// Whether this is a valid WebSocket upgrade request.
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade.is_ok()
+    }
+
+    /// Why this request is not a valid upgrade, if it is not.
+    pub fn upgrade_error(&self) -> Option<&HandshakeError> {
+        self.upgrade.as_ref().err()
+    }
+
+    /// The `Sec-WebSocket-Accept` value, for a valid upgrade.
+    pub(crate) fn accept_value(&self) -> Result<&str, &HandshakeError> {
+        self.upgrade.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_REQUEST: &[u8] = b"GET /chat?room=a&token=t%20x HTTP/1.1\r\n\
+Host: server.example.com\r\n\
+Upgrade: websocket\r\n\
+Connection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Origin: http://example.com\r\n\
+Sec-WebSocket-Protocol: chat, superchat\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn parse(buf: &[u8]) -> Request {
+        Request::parse(buf, 64, 8192).unwrap().unwrap().0
+    }
+
+    fn with(replace: &str, by: &str) -> Vec<u8> {
+        String::from_utf8(RFC_REQUEST.to_vec()).unwrap().replace(replace, by).into_bytes()
+    }
+
+    #[test]
+    fn rfc_example_request_is_valid() {
+        let req = parse(RFC_REQUEST);
+        assert!(req.is_upgrade(), "{:?}", req.upgrade_error());
+        assert_eq!(req.accept_value().unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(req.path(), "/chat");
+        assert_eq!(req.query(), Some("room=a&token=t%20x"));
+        assert_eq!(req.query_param("token"), Some("t%20x"));
+        assert_eq!(req.query_param("nope"), None);
+        assert_eq!(req.origin(), Some("http://example.com"));
+        assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
+        assert_eq!(req.select_protocol(&["superchat"]), Some("superchat".into()));
+        assert_eq!(req.header("HOST"), Some("server.example.com"));
+    }
+
+    #[test]
+    fn each_rule_is_checked() {
+        let cases: &[(&str, &str, u16)] = &[
+            ("GET /chat", "POST /chat", 405),
+            ("HTTP/1.1\r\nHost", "HTTP/1.0\r\nHost", 400),
+            ("Host: server.example.com\r\n", "", 400),
+            ("Upgrade: websocket", "Upgrade: h2c", 400),
+            ("Connection: Upgrade", "Connection: keep-alive", 400),
+            ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8", 426),
+            ("Sec-WebSocket-Version: 13\r\n", "", 426),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=", 400),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "!!!", 400),
+            ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 400),
+        ];
+        for (from, to, status) in cases {
+            let req = parse(&with(from, to));
+            let err = req.upgrade_error().unwrap_or_else(|| panic!("{from} -> {to} accepted"));
+            assert_eq!(err.status_hint(), *status, "{from} -> {to}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_lists_and_case_are_accepted() {
+        let req = parse(&with("Connection: Upgrade", "connection: keep-alive, UPGRADE"));
+        assert!(req.is_upgrade());
+        let req = parse(&with("Upgrade: websocket", "upgrade: WebSocket"));
+        assert!(req.is_upgrade());
+    }
+
+    #[test]
+    fn partial_and_malformed_heads() {
+        assert_eq!(Request::parse(&RFC_REQUEST[..20], 64, 8192), Ok(None));
+        assert!(matches!(
+            Request::parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 64, 8192),
+            Err(HandshakeError::MalformedHttp(_))
+        ));
+        assert!(matches!(
+            Request::parse(RFC_REQUEST, 3, 8192),
+            Err(HandshakeError::HeadTooLarge { .. })
+        ));
+    }
+}
