@@ -1,1 +1,189 @@
-//! placeholder
+//! WebSocket on smol: `ws-proto` driven over async-io sockets and timers.
+//!
+//! This crate only binds the runtime: [`SmolRuntime`] (clock, timers,
+//! spawning on an `async-executor`, TCP from `async-net`) and [`SmolIo`]
+//! (any `futures-io` stream as a transport). The WebSocket type,
+//! handshakes, backpressure, batching and the server applications are
+//! shared with the tokio adapter in `ws-runtime-common`.
+//!
+//! ```
+//! use runtime_smol::{accept, connect, Message, WsConfig};
+//!
+//! smol::block_on(async {
+//!     let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//!     let addr = listener.local_addr().unwrap();
+//!     let server = smol::spawn(async move {
+//!         let (tcp, _) = listener.accept().await.unwrap();
+//!         let mut ws = accept(tcp, WsConfig::default()).await.unwrap();
+//!         while let Some(message) = ws.recv().await.unwrap() {
+//!             ws.send(message).await.unwrap(); // echo
+//!         }
+//!     });
+//!
+//!     let (mut ws, _) = connect(&format!("ws://{addr}/"), WsConfig::default()).await.unwrap();
+//!     ws.send(Message::text("hello")).await.unwrap();
+//!     assert_eq!(ws.recv().await.unwrap(), Some(Message::text("hello")));
+//!     ws.close(runtime_smol::CloseCode::NORMAL, "done").await.unwrap();
+//!     assert!(ws.close_info().unwrap().clean);
+//!     server.await;
+//! });
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_executor::Executor;
+use async_net::{TcpListener, TcpStream};
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncWrite};
+
+pub use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request, ServerResponse};
+pub use ws_runtime_common::{CloseInfo, Decision, Incoming, WsConfig, WsError};
+
+/// The smol runtime, for the shared adapter code: async-io's reactor and
+/// timers, tasks on an `async-executor` (smol's global one by default).
+#[derive(Debug, Clone, Default)]
+pub struct SmolRuntime {
+    executor: Option<Arc<Executor<'static>>>,
+}
+
+impl SmolRuntime {
+    /// Spawns onto `executor` (whose threads the caller runs).
+    pub fn with_executor(executor: Arc<Executor<'static>>) -> Self {
+        Self { executor: Some(executor) }
+    }
+}
+
+/// Any `futures-io` byte stream as a WebSocket transport.
+#[derive(Debug)]
+pub struct SmolIo<S>(pub S);
+
+/// A WebSocket over a smol stream (a `TcpStream` by default).
+pub type WebSocket<S = TcpStream> = ws_runtime_common::WebSocket<SmolIo<S>, SmolRuntime>;
+/// The receiving half of a [`WebSocket`].
+pub type ReadHalf<S = TcpStream> = ws_runtime_common::ReadHalf<SmolIo<S>, SmolRuntime>;
+/// The sending half of a [`WebSocket`].
+pub type WriteHalf<S = TcpStream> = ws_runtime_common::WriteHalf<SmolIo<S>, SmolRuntime>;
+
+/// The most a single read zeroes and fills: `futures-io` reads need
+/// initialised memory, so each read clears the part it may fill.
+const MAX_READ: usize = 256 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport for SmolIo<S> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let start = buf.len();
+        let room = (buf.capacity() - start).clamp(1, MAX_READ);
+        buf.resize(start + room, 0);
+        let result = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
+        let filled = match &result {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        buf.truncate(start + filled);
+        result
+    }
+
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// An async-io timer that completes with `()`.
+#[derive(Debug)]
+pub struct Sleep(async_io::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl ws_runtime_common::Runtime for SmolRuntime {
+    type Stream = SmolIo<TcpStream>;
+    type Listener = TcpListener;
+    type Sleep = Sleep;
+
+    #[allow(clippy::disallowed_methods)] // the adapter owns the clock
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Sleep(async_io::Timer::at(deadline))
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+        match &self.executor {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
+    }
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr).await
+    }
+
+    fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &TcpListener) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((SmolIo(stream), peer))
+    }
+
+    async fn connect(&self, authority: &str) -> io::Result<Self::Stream> {
+        let stream = TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        Ok(SmolIo(stream))
+    }
+}
+
+/// Server: accepts a WebSocket on `stream` (any valid upgrade request).
+pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_runtime_common::accept(SmolRuntime::default(), SmolIo(stream), config).await
+}
+
+/// Server: reads the request on `stream` and lets `decide` accept it (with
+/// a subprotocol, say) or answer with plain HTTP.
+pub async fn accept_with<S, F>(stream: S, config: WsConfig, decide: F) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: FnOnce(&Request) -> Decision,
+{
+    ws_runtime_common::accept_with(SmolRuntime::default(), SmolIo(stream), config, decide).await
+}
+
+/// Client: connects to a `ws://host:port/path?query` URL.
+pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
+    ws_runtime_common::connect(SmolRuntime::default(), url, config).await
+}
+
+/// Client: the handshake over an existing stream.
+pub async fn client<S>(
+    stream: S,
+    request: ws_proto::ClientRequest,
+    config: WsConfig,
+) -> Result<(WebSocket<S>, ServerResponse), WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_runtime_common::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config).await
+}

@@ -233,10 +233,12 @@ impl Connection {
         self.out.len()
     }
 
-    /// Whether the connection can use more input now. False while a server
-    /// waits for the application to answer the request, and once closed.
+    /// Whether the connection can use more input now. False while events
+    /// are waiting to be polled, while a server waits for the application
+    /// to answer the request, and once closed.
     pub fn wants_read(&self) -> bool {
-        matches!(
+        self.events.is_empty()
+            && matches!(
             self.phase,
             Phase::AwaitRequest | Phase::AwaitResponse(_) | Phase::Open | Phase::CloseSent
         )
@@ -273,7 +275,7 @@ impl Connection {
         match &self.phase {
             Phase::AwaitRequest => self.read_request(),
             Phase::AwaitResponse(_) => self.read_response(),
-            Phase::Open | Phase::CloseSent => self.read_frames(),
+            Phase::Open | Phase::CloseSent => self.read_frames(false),
             Phase::AwaitAnswer(_) => {}
             Phase::Closed => self.read.clear(),
         }
@@ -287,7 +289,11 @@ impl Connection {
                 self.fail(HandshakeError::Eof.into(), false);
             }
             Phase::Open | Phase::CloseSent => {
-                self.finish(CloseCode::ABNORMAL, String::new(), false);
+                // Frames that arrived complete before the end still count.
+                self.read_frames(true);
+                if !self.is_closed() {
+                    self.finish(CloseCode::ABNORMAL, String::new(), false);
+                }
             }
         }
     }
@@ -327,7 +333,7 @@ impl Connection {
         self.out.push_shared(&Bytes::from(head));
         self.phase = Phase::Open;
         self.deadline = None;
-        self.read_frames();
+        self.read_frames(false);
         Ok(())
     }
 
@@ -456,7 +462,16 @@ impl Connection {
     }
 
     /// The next event, if any. Call after every input and command.
+    ///
+    /// Received frames are decoded here, one event at a time, so an
+    /// answer the application queues for one message (an echo, say) goes
+    /// out before anything a later frame causes. Decoding may queue
+    /// outbound bytes (an automatic pong, a close frame): drain
+    /// `poll_transmit` after draining events.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            self.read_frames(false);
+        }
         self.events.pop_front()
     }
 
@@ -523,15 +538,19 @@ impl Connection {
                 self.phase = Phase::Open;
                 self.deadline = None;
                 self.events.push_back(Event::Accepted(response));
-                self.read_frames();
+                self.read_frames(false);
             }
             Ok(None) => self.fail(HandshakeError::MalformedHttp("incomplete head".into()).into(), false),
             Err(e) => self.fail(e.into(), false),
         }
     }
 
-    fn read_frames(&mut self) {
-        while matches!(self.phase, Phase::Open | Phase::CloseSent) {
+    /// Decodes frames until one produces an event (or, when `eager`, until
+    /// the buffer holds no complete frame). Decoding lazily, one event at a
+    /// time, keeps the application's replies to earlier messages ahead of
+    /// the close frame that a later violation in the same read triggers.
+    fn read_frames(&mut self, eager: bool) {
+        while matches!(self.phase, Phase::Open | Phase::CloseSent) && (eager || self.events.is_empty()) {
             let mut frame = match self.frame {
                 Some(f) => f,
                 None => match FrameHeader::decode(&self.read) {

@@ -395,3 +395,20 @@ fn any_chunking_yields_the_same_events() {
         assert_eq!(run(&[&input[..split], &input[split..]]), whole, "split at {split}");
     }
 }
+
+#[test]
+fn replies_to_earlier_messages_go_out_before_a_later_violation_closes() {
+    // A valid message and a bad frame arrive in one read (Autobahn 3.2).
+    let now = Instant::now();
+    let mut s = open_server(Config::default(), now);
+    let mut input = client_frame(true, 0, 1, b"first");
+    input.extend(client_frame(true, 2, 1, b"bad rsv"));
+    s.handle_data(now, &input);
+    let Some(Event::Message(m)) = s.poll_event() else { panic!("message first") };
+    s.send(m).unwrap();
+    let rest = drain(&mut s);
+    assert_eq!(rest[0], Event::Error(Error::Protocol(ProtocolError::ReservedBits)));
+    let frames = parse_frames(&transmit(&mut s));
+    assert_eq!(frames[0], (true, 1, b"first".to_vec()), "the echo comes first");
+    assert_eq!(frames[1].1, 8, "then the close");
+}

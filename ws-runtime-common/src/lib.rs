@@ -1,1 +1,43 @@
-//! placeholder
+//! Runtime-independent adapter code, written once for tokio and smol.
+//!
+//! An adapter crate implements [`Runtime`] (clock, timers, spawning, TCP)
+//! and [`Transport`] (read into a buffer, vectored write, shutdown) for its
+//! runtime; everything else lives here, generic over those two traits:
+//!
+//! - [`WebSocket`] (with [`ReadHalf`] and [`WriteHalf`]): a
+//!   `ws_proto::Connection` driven over a transport, with backpressure
+//!   (a bound on queued outbound bytes), write batching (vectored writes of
+//!   everything queued), cancel-safe futures, close and handshake timeouts;
+//! - [`accept`], [`accept_with`], [`connect`], [`client_handshake`]: the
+//!   opening handshakes;
+//! - the applications the binaries run: the echo server
+//!   ([`echo::serve_echo`]), the Autobahn client procedure
+//!   ([`autobahn::run_autobahn_client`]) and the command line ([`cli`]).
+//!
+//! ```
+//! use ws_runtime_common::{WsConfig, WsUrl};
+//!
+//! let url = WsUrl::parse("ws://127.0.0.1:9001/chat?room=a").unwrap();
+//! assert_eq!(url.authority(), "127.0.0.1:9001");
+//! assert_eq!(url.target, "/chat?room=a");
+//! let config = WsConfig::default();
+//! assert_eq!(config.max_outbound, 1 << 20);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod autobahn;
+pub mod cli;
+pub mod echo;
+mod error;
+mod handshake;
+mod runtime;
+pub mod shutdown;
+mod stream;
+mod url;
+
+pub use error::WsError;
+pub use handshake::{Decision, accept, accept_with, client_handshake, connect};
+pub use runtime::{Runtime, Transport};
+pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
+pub use url::WsUrl;

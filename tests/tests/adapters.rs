@@ -1,0 +1,264 @@
+//! The adapters over real loopback sockets: every client runtime against
+//! every server runtime, and peers that misbehave.
+
+use std::io::{ErrorKind, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ws_proto::{CloseCode, Message};
+use ws_runtime_common::{Incoming, WsConfig, WsError, connect};
+use ws_tests::*;
+
+fn pairs() -> impl Iterator<Item = (Rt, Rt)> {
+    RUNTIMES.into_iter().flat_map(|s| RUNTIMES.into_iter().map(move |c| (s, c)))
+}
+
+#[test]
+fn every_client_runtime_talks_to_every_server_runtime() {
+    for (server_rt, client_rt) in pairs() {
+        let server = start_echo(server_rt, WsConfig::default());
+        let url = server.url("/echo?x=1");
+        let big = Bytes::from((0..16u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        on_runtime!(client_rt, |rt| async move {
+            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            for message in [
+                Message::text("hello"),
+                Message::text(""),
+                Message::text("κόσμε €"),
+                Message::binary(vec![0u8, 1, 2, 255]),
+                Message::Binary(big.clone()),
+            ] {
+                ws.send(message.clone()).await.expect("send");
+                assert_eq!(ws.recv().await.expect("recv"), Some(message), "{server_rt:?} <- {client_rt:?}");
+            }
+            ws.ping(Bytes::from_static(b"are you there")).await.expect("ping");
+            assert_eq!(
+                ws.recv_incoming().await.expect("pong"),
+                Some(Incoming::Pong(Bytes::from_static(b"are you there")))
+            );
+            ws.close(CloseCode(4000), "custom").await.expect("close");
+            let info = ws.close_info().expect("closed");
+            assert!(info.clean);
+            assert_eq!(info.code, CloseCode(4000), "the server echoes the close code");
+        });
+        assert!(server.wait_active_at_most(0, Duration::from_secs(10)), "server freed the connection");
+    }
+}
+
+#[test]
+fn fragmented_messages_are_reassembled_both_ways() {
+    for (server_rt, client_rt) in pairs() {
+        let server = start_echo(server_rt, WsConfig::default());
+        let url = server.url("/");
+        on_runtime!(client_rt, |rt| async move {
+            let mut config = WsConfig::default();
+            config.proto.fragment_size = Some(1000);
+            let (mut ws, _) = connect(rt, &url, config).await.expect("connect");
+            let text: String = "fragmented ü ".repeat(10_000);
+            ws.send(Message::text(text.clone())).await.expect("send");
+            assert_eq!(ws.recv().await.expect("recv"), Some(Message::text(text)));
+            ws.close(CloseCode::NORMAL, "").await.expect("close");
+        });
+    }
+}
+
+#[test]
+fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
+    for server_rt in RUNTIMES {
+        let server = start_echo(server_rt, WsConfig::default());
+        let mut bad = raw_client(server.addr);
+        // Reserved opcode 0x3.
+        bad.write_all(&client_frame(true, 0x3, b"junk")).expect("write");
+        let frames = read_frames_until_eof(&mut bad);
+        let (opcode, payload) = frames.last().expect("a close frame");
+        assert_eq!(*opcode, 8);
+        assert_eq!(close_code(payload), 1002);
+        // An unmasked frame.
+        let mut bad = raw_client(server.addr);
+        bad.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
+        assert_eq!(close_code(&read_frames_until_eof(&mut bad).last().expect("close").1), 1002);
+        // Invalid UTF-8.
+        let mut bad = raw_client(server.addr);
+        bad.write_all(&client_frame(true, 0x1, &[0xce, 0xba, 0xff])).expect("write");
+        assert_eq!(close_code(&read_frames_until_eof(&mut bad).last().expect("close").1), 1007);
+
+        let url = server.url("/");
+        on_runtime!(server_rt, |rt| async move {
+            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            ws.send(Message::text("still here")).await.expect("send");
+            assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("still here")));
+            ws.close(CloseCode::NORMAL, "").await.expect("close");
+        });
+    }
+}
+
+#[test]
+fn a_peer_that_never_reads_meets_backpressure() {
+    for server_rt in RUNTIMES {
+        let mut config = WsConfig::default();
+        config.max_outbound = 64 * 1024;
+        let server = start_echo(server_rt, config);
+        let mut greedy = raw_client(server.addr);
+        greedy.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        // Send up to 256 MiB of echo requests without reading a byte. The
+        // server stops reading once its bounded queue is full, so the kernel
+        // buffers fill and our writes stall far below that.
+        let frame = client_frame(true, 0x2, &[7u8; 64 * 1024]);
+        let mut sent = 0usize;
+        let stalled = loop {
+            match greedy.write(&frame) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break true,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+            if sent > 256 << 20 {
+                break false;
+            }
+        };
+        assert!(stalled, "{server_rt:?}: the server kept reading {sent} bytes it could not send back");
+        // The server still serves others.
+        let url = server.url("/");
+        on_runtime!(server_rt, |rt| async move {
+            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            ws.send(Message::text("fine")).await.expect("send");
+            assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("fine")));
+            ws.close(CloseCode::NORMAL, "").await.expect("close");
+        });
+        drop(greedy);
+        assert!(server.wait_active_at_most(0, Duration::from_secs(10)), "the stalled connection was freed");
+    }
+}
+
+#[test]
+fn try_feed_reports_backpressure_instead_of_growing() {
+    // A server-side writer whose peer never reads: the non-waiting call
+    // fails once the queue is over its bound, and the queue stays bounded.
+    for rt_kind in RUNTIMES {
+        on_runtime!(rt_kind, |rt| async move {
+            use ws_runtime_common::Runtime as _;
+            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+            let addr = local_addr(&rt, &listener);
+            let peer = std::thread::spawn(move || {
+                let tcp = raw_client(addr);
+                std::thread::sleep(Duration::from_secs(3));
+                drop(tcp);
+            });
+            let (io, _) = accept_one(&rt, &listener).await;
+            let mut config = WsConfig::default();
+            config.max_outbound = 256 * 1024;
+            let ws = ws_runtime_common::accept(rt.clone(), io, config).await.expect("accept");
+            let (_reader, mut writer) = ws.split();
+            let message = Message::binary(vec![1u8; 16 * 1024]);
+            let mut refused = false;
+            for _ in 0..10_000 {
+                match writer.try_feed(message.clone()) {
+                    Ok(()) => {
+                        let flush = writer.flush();
+                        let _ = ws_runtime_common::echo::unless(
+                            std::pin::pin!(rt.sleep_until(rt.now() + Duration::from_millis(5))),
+                            flush,
+                        )
+                        .await;
+                    }
+                    Err(WsError::Backpressure(queued)) => {
+                        assert!(queued < 256 * 1024 + 16 * 1024 + 64);
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(refused, "sending never reported backpressure");
+            assert!(writer.buffered() <= 256 * 1024 + 16 * 1024 + 64);
+            peer.join().unwrap();
+        });
+    }
+}
+
+/// Runtime-generic helpers for the test above.
+fn local_addr<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> std::net::SocketAddr {
+    R::local_addr(l).expect("addr")
+}
+
+async fn accept_one<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> (R::Stream, std::net::SocketAddr) {
+    R::accept(l).await.expect("accept")
+}
+
+#[test]
+fn a_peer_that_vanishes_mid_frame_is_cleaned_up() {
+    for server_rt in RUNTIMES {
+        let server = start_echo(server_rt, WsConfig::default());
+        for _ in 0..20 {
+            let mut gone = raw_client(server.addr);
+            let frame = client_frame(true, 0x2, &[1u8; 100_000]);
+            gone.write_all(&frame[..50_000]).expect("write");
+        }
+        assert!(
+            server.wait_active_at_most(0, Duration::from_secs(10)),
+            "{server_rt:?}: {} connections still held",
+            server.active()
+        );
+    }
+}
+
+#[test]
+fn close_codes_round_trip_and_shutdown_sends_1001() {
+    for (server_rt, client_rt) in pairs() {
+        let server = start_echo(server_rt, WsConfig::default());
+        let url = server.url("/");
+        let url2 = url.clone();
+        on_runtime!(client_rt, |rt| async move {
+            for code in [1000u16, 1001, 1003, 1008, 1011, 3000, 4999] {
+                let (mut ws, _) = connect(rt.clone(), &url, WsConfig::default()).await.expect("connect");
+                ws.close(CloseCode(code), "bye").await.expect("close");
+                assert_eq!(ws.close_info().expect("info").code, CloseCode(code));
+            }
+        });
+        let (client, server) = {
+            let s = server;
+            on_runtime!(client_rt, |rt| async move {
+                let (mut ws, _) = connect(rt, &url2, WsConfig::default()).await.expect("connect");
+                ws.send(Message::text("x")).await.expect("send");
+                assert!(ws.recv().await.expect("echo").is_some());
+                s.trigger_shutdown();
+                assert_eq!(ws.recv().await.expect("closed"), None);
+                (ws.close_info().expect("info"), s)
+            })
+        };
+        assert_eq!(client.code, CloseCode::GOING_AWAY);
+        assert!(client.clean);
+        drop(server);
+    }
+}
+
+#[test]
+fn handshake_problems_get_http_answers_and_timeouts() {
+    use std::io::Read;
+    for server_rt in RUNTIMES {
+        let mut config = WsConfig::default();
+        config.proto.handshake_timeout = Some(Duration::from_millis(300));
+        let server = start_echo(server_rt, config);
+        // Wrong version: 426 with the supported version.
+        let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        .unwrap();
+        let head = read_http_head(&mut tcp);
+        assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
+        assert!(head.contains("Sec-WebSocket-Version: 13"));
+        // Plain HTTP: 400.
+        let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(read_http_head(&mut tcp).starts_with("HTTP/1.1 400 "));
+        // Silence: the server gives up on the handshake and closes.
+        let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(tcp.read(&mut buf).expect("closed, not timed out"), 0);
+        assert!(server.wait_active_at_most(0, Duration::from_secs(10)));
+    }
+}

@@ -1,0 +1,46 @@
+//! The Autobahn|Testsuite client procedure (`wstest -m fuzzingserver`):
+//! `getCaseCount`, then every `runCase` echoing, then `updateReports`.
+
+use ws_proto::Message;
+
+use crate::error::WsError;
+use crate::handshake::connect;
+use crate::runtime::Runtime;
+use crate::stream::WsConfig;
+
+/// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
+/// `agent`; returns the number of cases run.
+pub async fn run_autobahn_client<R: Runtime>(rt: R, base_url: &str, agent: &str, config: WsConfig) -> Result<usize, WsError> {
+    let base = base_url.trim_end_matches('/');
+    let (mut ws, _) = connect(rt.clone(), &format!("{base}/getCaseCount"), config.clone()).await?;
+    let count = match ws.recv().await? {
+        Some(Message::Text(text)) => text
+            .as_str()
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| WsError::Url(format!("getCaseCount answered {:?}", text.as_str())))?,
+        other => return Err(WsError::Url(format!("getCaseCount answered {other:?}"))),
+    };
+    while ws.recv().await?.is_some() {}
+    tracing::info!(count, "running Autobahn cases");
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={agent}");
+        match connect(rt.clone(), &url, config.clone()).await {
+            Ok((mut ws, _)) => loop {
+                match ws.recv().await {
+                    Ok(Some(message)) => {
+                        if ws.feed(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(WsError::Io(_)) => break,
+                    Err(_) => {} // a protocol error closes with its code; keep driving
+                }
+            },
+            Err(e) => tracing::warn!(case, error = %e, "case connection failed"),
+        }
+    }
+    let (mut ws, _) = connect(rt, &format!("{base}/updateReports?agent={agent}"), config).await?;
+    while ws.recv().await?.is_some() {}
+    Ok(count)
+}

@@ -1,0 +1,99 @@
+//! The echo server: every text and binary message goes back as it came.
+//! This is the server the Autobahn|Testsuite and the benchmarks drive.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_lite::future;
+use ws_proto::CloseCode;
+
+use crate::error::WsError;
+use crate::handshake::accept;
+use crate::runtime::{Runtime, Transport};
+use crate::shutdown::Shutdown;
+use crate::stream::WsConfig;
+
+/// Runs `future` unless `stop` completes first (then `None`). `stop` is
+/// polled first, so a shutdown is noticed even under constant traffic.
+pub async fn unless<T>(stop: std::pin::Pin<&mut impl Future<Output = ()>>, future: impl Future<Output = T>) -> Option<T> {
+    let mut stop = stop;
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// Accepts connections on `listener` and echoes on each until `shutdown`
+/// triggers; then stops accepting, closes every client with 1001 and
+/// waits up to `grace` for them to finish.
+pub async fn serve_echo<R: Runtime>(
+    rt: R,
+    listener: R::Listener,
+    config: WsConfig,
+    shutdown: Arc<Shutdown>,
+    grace: Duration,
+) -> io::Result<()> {
+    let mut stop = pin!(shutdown.wait());
+    while let Some(accepted) = unless(stop.as_mut(), R::accept(&listener)).await {
+        match accepted {
+            Ok((io, peer)) => {
+                let guard = shutdown.track();
+                let (rt2, config, shutdown) = (rt.clone(), config.clone(), shutdown.clone());
+                rt.spawn(async move {
+                    let _guard = guard;
+                    if let Err(e) = echo_connection(rt2, io, config, &shutdown).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => accept_error(&rt, e).await,
+        }
+    }
+    drop(listener);
+    tracing::info!(active = shutdown.active(), "stopped accepting; closing clients");
+    let deadline = rt.now() + grace;
+    future::or(shutdown.drained(), rt.sleep_until(deadline)).await;
+    Ok(())
+}
+
+/// Logs an accept failure; backs off briefly when out of file descriptors
+/// so the loop does not spin.
+pub async fn accept_error<R: Runtime>(rt: &R, e: io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) {
+        rt.sleep_until(rt.now() + Duration::from_millis(50)).await;
+    }
+}
+
+/// One echo connection.
+pub async fn echo_connection<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    config: WsConfig,
+    shutdown: &Shutdown,
+) -> Result<(), WsError> {
+    let mut stop = pin!(shutdown.wait());
+    let Some(ws) = unless(stop.as_mut(), accept(rt, io, config)).await else {
+        return Ok(());
+    };
+    let mut ws = ws?;
+    loop {
+        match unless(stop.as_mut(), ws.recv()).await {
+            None => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+            // Queue the echo; the next recv writes everything queued in one
+            // go before it waits for more input.
+            Some(Ok(Some(message))) => ws.feed(message).await?,
+            Some(Ok(None)) => return Ok(()),
+            Some(Err(WsError::Protocol(_))) => {} // closing with the right code; finish it
+            Some(Err(e)) => return Err(e),
+        }
+    }
+}

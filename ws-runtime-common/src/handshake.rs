@@ -1,0 +1,135 @@
+//! Opening handshakes over a transport: server accept, client connect.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use futures_lite::future;
+use ws_proto::{
+    AcceptOptions, ClientRequest, Connection, Event, HttpResponse, Request, SeededMaskKeys, ServerResponse,
+};
+
+use crate::error::WsError;
+use crate::runtime::{Runtime, Transport};
+use crate::stream::{Inner, WebSocket, WsConfig};
+use crate::url::WsUrl;
+
+/// A server's answer to an upgrade request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Accept the upgrade.
+    Accept(AcceptOptions),
+    /// Answer with this HTTP response instead and close.
+    Respond(HttpResponse),
+}
+
+impl<T: Transport, R: Runtime> Inner<T, R> {
+    /// Drives the handshake until the connection reports a request
+    /// (server) or the server's acceptance (client).
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, WsError>> {
+        // Progress happens inside poll_incoming (flush, timers, reads); it
+        // stops as soon as a handshake event is stashed.
+        let polled = self.poll_incoming(cx);
+        if let Some(ev) = self.handshake.take() {
+            return Poll::Ready(Ok(ev));
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(WsError::Protocol(ws_proto::Error::Handshake(h)))) => Poll::Ready(Err(WsError::Handshake(h))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Err(WsError::Closed)),
+        }
+    }
+}
+
+/// Server: reads the upgrade request from `io`, lets `decide` accept it or
+/// answer it with plain HTTP, and returns the open WebSocket. Invalid
+/// upgrade requests are refused with the matching status before `decide`
+/// is asked. The handshake timeout of `config` applies.
+pub async fn accept_with<T, R, F>(rt: R, io: T, config: WsConfig, decide: F) -> Result<WebSocket<T, R>, WsError>
+where
+    T: Transport,
+    R: Runtime,
+    F: FnOnce(&Request) -> Decision,
+{
+    let conn = Connection::server(config.proto.clone(), rt.now())?;
+    let mut inner = Inner::new(conn, io, rt, config);
+    let Event::Request(request) = poll_fn(|cx| inner.poll_handshake(cx)).await? else {
+        return Err(WsError::Closed);
+    };
+    let decision = match request.upgrade_error() {
+        Some(err) => Decision::Respond(HttpResponse::for_error(err)),
+        None => decide(&request),
+    };
+    match decision {
+        Decision::Accept(options) => {
+            inner.conn.accept(options)?;
+            Ok(WebSocket::from_inner(inner))
+        }
+        Decision::Respond(response) => {
+            let status = response.status;
+            inner.conn.respond(response)?;
+            // Write the response and shut down; errors no longer matter.
+            let _ = poll_fn(|cx| inner.poll_incoming(cx)).await;
+            Err(WsError::Refused(status))
+        }
+    }
+}
+
+/// Server: accepts any valid upgrade request (no subprotocol).
+pub async fn accept<T: Transport, R: Runtime>(rt: R, io: T, config: WsConfig) -> Result<WebSocket<T, R>, WsError> {
+    accept_with(rt, io, config, |_| Decision::Accept(AcceptOptions::default())).await
+}
+
+/// Client: performs the handshake for `request` over `io`. Masking keys
+/// are drawn from a generator seeded by the OS random source.
+pub async fn client_handshake<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    request: ClientRequest,
+    config: WsConfig,
+) -> Result<(WebSocket<T, R>, ServerResponse), WsError> {
+    let mut seed = [0u8; 32];
+    os_random(&mut seed)?;
+    let keys = Box::new(SeededMaskKeys::new(seed));
+    let conn = Connection::client(config.proto.clone(), request, keys, rt.now())?;
+    let mut inner = Inner::new(conn, io, rt, config);
+    match poll_fn(|cx| inner.poll_handshake(cx)).await? {
+        Event::Accepted(response) => Ok((WebSocket::from_inner(inner), response)),
+        _ => Err(WsError::Closed),
+    }
+}
+
+/// Client: connects to a `ws://` URL (TCP, then the handshake), within the
+/// configured handshake timeout.
+pub async fn connect<R: Runtime>(
+    rt: R,
+    url: &str,
+    config: WsConfig,
+) -> Result<(WebSocket<R::Stream, R>, ServerResponse), WsError> {
+    let url = WsUrl::parse(url)?;
+    let mut key = [0u8; 16];
+    os_random(&mut key)?;
+    let request = ClientRequest::new(url.host_header(), url.target.clone(), key);
+    let timeout = config.proto.handshake_timeout;
+    let attempt = async {
+        let io = rt.connect(&url.authority()).await?;
+        client_handshake(rt.clone(), io, request, config).await
+    };
+    match timeout {
+        None => attempt.await,
+        Some(t) => {
+            let deadline = rt.now() + t;
+            let sleep = rt.sleep_until(deadline);
+            future::or(attempt, async {
+                sleep.await;
+                Err(WsError::Timeout)
+            })
+            .await
+        }
+    }
+}
+
+/// Fills `buf` from the OS random source.
+fn os_random(buf: &mut [u8]) -> Result<(), WsError> {
+    getrandom::fill(buf).map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))
+}

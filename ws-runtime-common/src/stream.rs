@@ -1,0 +1,611 @@
+//! [`WebSocket`]: a `ws_proto::Connection` driven over a [`Transport`].
+//!
+//! The connection and the transport live behind one short-held mutex
+//! (never held across an `.await`), so the read half and the write half can
+//! be polled from different tasks, like `tokio::io::split`. Whoever polls
+//! writes out what is queued: the reader flushes automatic pongs and close
+//! echoes, the writer flushes its messages, and each wakes the other when
+//! it frees space, because a transport remembers only one write waker.
+//!
+//! Reads go straight into the connection's buffer (no copy); writes are
+//! vectored over the connection's queue, so frames queued since the last
+//! write leave together and shared payloads are never copied.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ws_proto::{CloseCode, Connection, Event, Message, PreparedFrame, Role, Utf8Bytes};
+
+use crate::error::WsError;
+use crate::runtime::{Runtime, Transport};
+
+/// Settings of the async layer on top of [`ws_proto::Config`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Protocol limits and timeouts.
+    pub proto: ws_proto::Config,
+    /// Sending waits (or, for `try_*` calls, fails) while more than this
+    /// many bytes are queued for the transport. Default 1 MiB. A single
+    /// message larger than the bound is still accepted when the queue is
+    /// below it.
+    pub max_outbound: usize,
+    /// How long a client waits for the server to close TCP after the close
+    /// handshake (RFC 6455 7.1.1). Default 1 s.
+    pub client_linger: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            proto: ws_proto::Config::default(),
+            max_outbound: 1 << 20,
+            client_linger: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a connection ended, from [`WebSocket::close_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The close code (1006 when no close frame was exchanged).
+    pub code: CloseCode,
+    /// The reason.
+    pub reason: String,
+    /// Whether the close handshake completed.
+    pub clean: bool,
+}
+
+/// Something received: a message or a control frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A data message.
+    Message(Message),
+    /// A ping (already answered when `auto_pong` is on).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+}
+
+/// Largest slice count handed to one vectored write.
+const MAX_IOV: usize = 64;
+/// Smallest read.
+const MIN_READ: usize = 4096;
+/// A receive buffer larger than this is freed once it is empty.
+const KEEP_READ_CAPACITY: usize = 64 * 1024;
+
+pub(crate) struct Inner<T, R: Runtime> {
+    pub(crate) conn: Connection,
+    io: T,
+    rt: R,
+    config: WsConfig,
+    timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    read_eof: bool,
+    shutdown_done: bool,
+    linger_until: Option<Instant>,
+    failed: bool,
+    pending_error: Option<WsError>,
+    close: Option<CloseInfo>,
+    /// A `Request` or `Accepted` event, for the handshake driver.
+    pub(crate) handshake: Option<Event>,
+    reader_waker: Option<Waker>,
+    writer_waker: Option<Waker>,
+}
+
+impl<T: Transport, R: Runtime> Inner<T, R> {
+    pub(crate) fn new(conn: Connection, io: T, rt: R, config: WsConfig) -> Self {
+        Self {
+            conn,
+            io,
+            rt,
+            config,
+            timer: None,
+            read_eof: false,
+            shutdown_done: false,
+            linger_until: None,
+            failed: false,
+            pending_error: None,
+            close: None,
+            handshake: None,
+            reader_waker: None,
+            writer_waker: None,
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.rt.now()
+    }
+
+    /// Writes queued bytes until the queue is empty or the transport is full.
+    pub(crate) fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let had = self.conn.buffered_outbound();
+        while self.conn.buffered_outbound() > 0 {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.conn.transmit_slices(&mut slices);
+            match self.io.poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => self.conn.consume_transmit(written),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if self.conn.buffered_outbound() < had {
+                        self.wake_others();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        if had > 0 {
+            self.wake_others();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn wake_others(&mut self) {
+        if let Some(w) = self.writer_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.reader_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Records a transport failure: the connection is over.
+    fn fail_io(&mut self, e: io::Error) -> WsError {
+        self.failed = true;
+        let now = self.now();
+        if !self.conn.is_closed() {
+            self.conn.handle_eof(now);
+        }
+        while let Some(ev) = self.conn.poll_event() {
+            self.note_event(ev);
+        }
+        self.wake_others();
+        WsError::Io(e)
+    }
+
+    /// Keeps what matters of events the caller does not receive.
+    fn note_event(&mut self, ev: Event) -> Option<Incoming> {
+        match ev {
+            Event::Message(m) => Some(Incoming::Message(m)),
+            Event::Ping(p) => Some(Incoming::Ping(p)),
+            Event::Pong(p) => Some(Incoming::Pong(p)),
+            Event::Error(e) => {
+                self.pending_error = Some(WsError::Protocol(e));
+                None
+            }
+            Event::Closed { code, reason, clean } => {
+                self.close = Some(CloseInfo { code, reason, clean });
+                if self.conn.role() == Role::Client && clean {
+                    self.linger_until = Some(self.now() + self.config.client_linger);
+                }
+                if let Some(w) = self.writer_waker.take() {
+                    w.wake();
+                }
+                None
+            }
+            ev @ (Event::Request(_) | Event::Accepted(_)) => {
+                self.handshake = Some(ev);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `deadline` has passed; arms the timer otherwise.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if self.now() >= deadline {
+            self.timer = None;
+            return true;
+        }
+        if self.timer.as_ref().map(|t| t.0) != Some(deadline) {
+            self.timer = Some((deadline, Box::pin(self.rt.sleep_until(deadline))));
+        }
+        let fired = match &mut self.timer {
+            Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if fired {
+            self.timer = None;
+        }
+        fired
+    }
+
+    /// Reads once into the connection's buffer.
+    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let hint = self.conn.read_hint().max(MIN_READ);
+        let buf = self.conn.read_buf();
+        if buf.is_empty() && buf.capacity() > KEEP_READ_CAPACITY {
+            *buf = bytes::BytesMut::new();
+        }
+        buf.reserve(hint);
+        self.io.poll_read_into(cx, self.conn.read_buf())
+    }
+
+    /// Drives the connection until something arrives for the application
+    /// (or, with `events` false, until the connection makes progress on its
+    /// own: used by the handshake). `Ok(None)` means closed and shut down.
+    pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, WsError>> {
+        loop {
+            while let Some(ev) = self.conn.poll_event() {
+                if let Some(incoming) = self.note_event(ev) {
+                    return Poll::Ready(Ok(Some(incoming)));
+                }
+                if self.handshake.is_some() {
+                    return Poll::Ready(Ok(None));
+                }
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if self.failed {
+                return Poll::Ready(Ok(None));
+            }
+            if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
+                return Poll::Ready(Err(self.fail_io(e)));
+            }
+            if self.conn.is_closed() {
+                return self.poll_finish(cx).map(|r| r.map(|()| None));
+            }
+            if let Some(deadline) = self.conn.poll_timeout()
+                && self.poll_deadline(cx, deadline)
+            {
+                let now = self.now().max(deadline);
+                self.conn.handle_timeout(now);
+                continue;
+            }
+            if self.read_eof || !self.conn.wants_read() {
+                self.reader_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            match self.poll_read_once(cx) {
+                Poll::Ready(Ok(0)) => {
+                    self.read_eof = true;
+                    let now = self.now();
+                    self.conn.handle_eof(now);
+                }
+                Poll::Ready(Ok(_)) => {
+                    let now = self.now();
+                    self.conn.handle_read(now);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                Poll::Pending => {
+                    self.reader_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// After the close handshake: flush, let a client wait briefly for the
+    /// server's FIN, then shut the transport down.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.shutdown_done {
+            return Poll::Ready(Ok(()));
+        }
+        if self.conn.buffered_outbound() > 0 {
+            return Poll::Pending; // poll_flush_out registered the waker
+        }
+        if let Some(until) = self.linger_until {
+            while !self.read_eof && !self.poll_deadline(cx, until) {
+                let buf = self.conn.read_buf();
+                buf.clear();
+                buf.reserve(MIN_READ);
+                match self.io.poll_read_into(cx, self.conn.read_buf()) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_eof = true,
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            self.linger_until = None;
+            self.conn.read_buf().clear();
+        }
+        match self.io.poll_shutdown(cx) {
+            Poll::Pending => Poll::Pending,
+            // The peer may already be gone; the connection is over either way.
+            Poll::Ready(_) => {
+                self.shutdown_done = true;
+                self.timer = None;
+                self.wake_others();
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Waits until the outbound queue is below its bound.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.failed || self.conn.is_closed() {
+            return Poll::Ready(Err(WsError::Closed));
+        }
+        if self.conn.buffered_outbound() < self.config.max_outbound {
+            return Poll::Ready(Ok(()));
+        }
+        match self.poll_flush_out(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail_io(e))),
+            _ if self.conn.buffered_outbound() < self.config.max_outbound => Poll::Ready(Ok(())),
+            _ => {
+                self.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.failed {
+            return Poll::Ready(Err(WsError::Closed));
+        }
+        match self.poll_flush_out(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail_io(e))),
+            Poll::Pending => {
+                self.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn check_room(&self) -> Result<(), WsError> {
+        if self.failed {
+            return Err(WsError::Closed);
+        }
+        let queued = self.conn.buffered_outbound();
+        if queued >= self.config.max_outbound {
+            return Err(WsError::Backpressure(queued));
+        }
+        Ok(())
+    }
+
+    /// Starts the close handshake and makes sure the reader re-arms its
+    /// timer for the close deadline.
+    fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
+        let now = self.now();
+        self.conn.close(now, code, reason)?;
+        if let Some(w) = self.reader_waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shutdown_done || self.failed {
+            return Poll::Ready(());
+        }
+        self.writer_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+type Shared<T, R> = Arc<Mutex<Inner<T, R>>>;
+
+fn lock<T, R: Runtime>(shared: &Shared<T, R>) -> MutexGuard<'_, Inner<T, R>> {
+    // A panic while holding the lock leaves the state consistent enough to
+    // report errors; never propagate poisoning.
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An open WebSocket over a transport `T`, on runtime `R`.
+///
+/// Receive with [`recv`](Self::recv) (messages) or
+/// [`recv_incoming`](Self::recv_incoming) (messages, pings and pongs);
+/// send with [`send`](Self::send) (queue and flush) or
+/// [`feed`](Self::feed) + [`flush`](Self::flush) to batch several messages
+/// into one write; [`split`](Self::split) for separate reader and writer
+/// tasks. Every future here is cancel-safe: the protocol state lives in the
+/// connection, not in the future.
+pub struct WebSocket<T, R: Runtime> {
+    read: ReadHalf<T, R>,
+    write: WriteHalf<T, R>,
+}
+
+/// The receiving half of a [`WebSocket`].
+pub struct ReadHalf<T, R: Runtime> {
+    shared: Shared<T, R>,
+}
+
+/// The sending half of a [`WebSocket`].
+pub struct WriteHalf<T, R: Runtime> {
+    shared: Shared<T, R>,
+}
+
+impl<T: Transport, R: Runtime> WebSocket<T, R> {
+    pub(crate) fn from_inner(inner: Inner<T, R>) -> Self {
+        let shared = Arc::new(Mutex::new(inner));
+        Self {
+            read: ReadHalf { shared: shared.clone() },
+            write: WriteHalf { shared },
+        }
+    }
+
+    /// Splits into a reader and a writer that can live in different tasks.
+    pub fn split(self) -> (ReadHalf<T, R>, WriteHalf<T, R>) {
+        (self.read, self.write)
+    }
+
+    /// The next data message; `Ok(None)` once the connection has closed
+    /// (see [`close_info`](Self::close_info)). Pings are answered and pongs
+    /// skipped on the way.
+    pub async fn recv(&mut self) -> Result<Option<Message>, WsError> {
+        self.read.recv().await
+    }
+
+    /// The next message, ping or pong; `Ok(None)` once closed.
+    pub async fn recv_incoming(&mut self) -> Result<Option<Incoming>, WsError> {
+        self.read.recv_incoming().await
+    }
+
+    /// A message already decoded from received bytes, without waiting for
+    /// the transport (lets a loop batch its replies).
+    pub fn try_recv_buffered(&mut self) -> Result<Option<Message>, WsError> {
+        self.read.try_recv_buffered()
+    }
+
+    /// Queues a message and writes everything queued.
+    pub async fn send(&mut self, message: Message) -> Result<(), WsError> {
+        self.write.send(message).await
+    }
+
+    /// Queues a message, waiting while the outbound buffer is over its
+    /// bound; does not write. Follow with [`flush`](Self::flush) (or keep
+    /// receiving: the receiver writes what is queued before it waits).
+    pub async fn feed(&mut self, message: Message) -> Result<(), WsError> {
+        self.write.feed(message).await
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), WsError> {
+        self.write.flush().await
+    }
+
+    /// Sends a ping.
+    pub async fn ping(&mut self, payload: Bytes) -> Result<(), WsError> {
+        self.write.ping(payload).await
+    }
+
+    /// Closes: sends a close frame, waits for the peer's answer (up to the
+    /// configured close timeout), then shuts TCP down. Messages that arrive
+    /// meanwhile are discarded.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
+        {
+            let mut inner = lock(&self.read.shared);
+            if !inner.conn.is_closed() && !matches!(inner.conn.state(), ws_proto::State::Closing) {
+                inner.start_close(code, reason)?;
+            }
+        }
+        loop {
+            match self.read.recv_incoming().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(WsError::Protocol(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        lock(&self.read.shared).close.clone()
+    }
+}
+
+impl<T: Transport, R: Runtime> ReadHalf<T, R> {
+    /// See [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Result<Option<Message>, WsError> {
+        loop {
+            match self.recv_incoming().await? {
+                Some(Incoming::Message(m)) => return Ok(Some(m)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// See [`WebSocket::recv_incoming`].
+    pub async fn recv_incoming(&mut self) -> Result<Option<Incoming>, WsError> {
+        poll_fn(|cx| lock(&self.shared).poll_incoming(cx)).await
+    }
+
+    /// See [`WebSocket::try_recv_buffered`].
+    pub fn try_recv_buffered(&mut self) -> Result<Option<Message>, WsError> {
+        let mut inner = lock(&self.shared);
+        while let Some(ev) = inner.conn.poll_event() {
+            if let Some(Incoming::Message(m)) = inner.note_event(ev) {
+                return Ok(Some(m));
+            }
+        }
+        match inner.pending_error.take() {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        lock(&self.shared).close.clone()
+    }
+}
+
+impl<T: Transport, R: Runtime> WriteHalf<T, R> {
+    /// See [`WebSocket::send`].
+    pub async fn send(&mut self, message: Message) -> Result<(), WsError> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// See [`WebSocket::feed`].
+    pub async fn feed(&mut self, message: Message) -> Result<(), WsError> {
+        let mut message = Some(message);
+        poll_fn(|cx| {
+            let mut inner = lock(&self.shared);
+            match inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let m = message.take().ok_or(WsError::Closed)?;
+                    Poll::Ready(inner.conn.send(m).map_err(WsError::from))
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Queues a message without waiting; fails with
+    /// [`WsError::Backpressure`] when the outbound buffer is over its
+    /// bound. Something must then flush (`flush`, `send`, or the reader).
+    pub fn try_feed(&mut self, message: Message) -> Result<(), WsError> {
+        let mut inner = lock(&self.shared);
+        inner.check_room()?;
+        inner.conn.send(message)?;
+        Ok(())
+    }
+
+    /// Queues a frame prepared once for many connections (server role),
+    /// without waiting; fails with [`WsError::Backpressure`] when full.
+    pub fn try_feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), WsError> {
+        let mut inner = lock(&self.shared);
+        inner.check_room()?;
+        inner.conn.send_prepared(frame)?;
+        Ok(())
+    }
+
+    /// Queues one text message made of `parts` without joining them.
+    pub async fn feed_text_parts(&mut self, parts: &[Utf8Bytes]) -> Result<(), WsError> {
+        poll_fn(|cx| {
+            let mut inner = lock(&self.shared);
+            match inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(inner.conn.send_text_parts(parts).map_err(WsError::from)),
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Bytes queued for the transport.
+    pub fn buffered(&self) -> usize {
+        lock(&self.shared).conn.buffered_outbound()
+    }
+
+    /// See [`WebSocket::flush`].
+    pub async fn flush(&mut self) -> Result<(), WsError> {
+        poll_fn(|cx| lock(&self.shared).poll_flush(cx)).await
+    }
+
+    /// See [`WebSocket::ping`].
+    pub async fn ping(&mut self, payload: Bytes) -> Result<(), WsError> {
+        lock(&self.shared).conn.ping(payload)?;
+        self.flush().await
+    }
+
+    /// Sends a close frame and waits until the read half has seen the
+    /// peer's answer and shut the transport down (the read half must keep
+    /// being polled; it enforces the close timeout).
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
+        lock(&self.shared).start_close(code, reason)?;
+        self.flush().await?;
+        poll_fn(|cx| lock(&self.shared).poll_closed(cx)).await;
+        Ok(())
+    }
+}
