@@ -57,7 +57,9 @@ pub struct SmolRuntime {
 impl SmolRuntime {
     /// Spawns onto `executor` (whose threads the caller runs).
     pub fn with_executor(executor: Arc<Executor<'static>>) -> Self {
-        Self { executor: Some(executor) }
+        Self {
+            executor: Some(executor),
+        }
     }
 }
 
@@ -76,8 +78,14 @@ pub type WriteHalf<S = TcpStream> = ws_runtime_common::WriteHalf<SmolIo<S>, Smol
 /// initialised memory, so each read clears the part it may fill.
 const MAX_READ: usize = 256 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport for SmolIo<S> {
-    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport
+    for SmolIo<S>
+{
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         let start = buf.len();
         let room = (buf.capacity() - start).clamp(1, MAX_READ);
         buf.resize(start + room, 0);
@@ -90,7 +98,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         result
     }
 
-    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 
@@ -163,7 +175,11 @@ where
 
 /// Server: reads the request on `stream` and lets `decide` accept it (with
 /// a subprotocol, say) or answer with plain HTTP.
-pub async fn accept_with<S, F>(stream: S, config: WsConfig, decide: F) -> Result<WebSocket<S>, WsError>
+pub async fn accept_with<S, F>(
+    stream: S,
+    config: WsConfig,
+    decide: F,
+) -> Result<WebSocket<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: FnOnce(&Request) -> Decision,
@@ -185,5 +201,6 @@ pub async fn client<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    ws_runtime_common::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config).await
+    ws_runtime_common::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config)
+        .await
 }

@@ -46,7 +46,7 @@ pub use ws_runtime_common::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 
 /// The tokio runtime, for the shared adapter code. Spawns onto the
 /// current tokio runtime.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TokioRuntime;
 
 /// Any tokio byte stream as a WebSocket transport.
@@ -60,12 +60,22 @@ pub type ReadHalf<S = TcpStream> = ws_runtime_common::ReadHalf<TokioIo<S>, Tokio
 /// The sending half of a [`WebSocket`].
 pub type WriteHalf<S = TcpStream> = ws_runtime_common::WriteHalf<TokioIo<S>, TokioRuntime>;
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport for TokioIo<S> {
-    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport
+    for TokioIo<S>
+{
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
     }
 
-    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 
@@ -92,7 +102,11 @@ impl ws_runtime_common::Runtime for TokioRuntime {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         socket.listen(4096)
@@ -125,7 +139,11 @@ where
 
 /// Server: reads the request on `stream` and lets `decide` accept it (with
 /// a subprotocol, say) or answer with plain HTTP.
-pub async fn accept_with<S, F>(stream: S, config: WsConfig, decide: F) -> Result<WebSocket<S>, WsError>
+pub async fn accept_with<S, F>(
+    stream: S,
+    config: WsConfig,
+    decide: F,
+) -> Result<WebSocket<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: FnOnce(&Request) -> Decision,

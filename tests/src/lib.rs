@@ -12,6 +12,8 @@ use std::time::Duration;
 use ws_runtime_common::shutdown::Shutdown;
 use ws_runtime_common::{Runtime, WsConfig};
 
+pub mod cli;
+
 /// Which runtime a side runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rt {
@@ -112,8 +114,11 @@ pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
             let r = runtime_tokio::TokioRuntime;
             runtime.block_on(async move {
                 let listener = r.bind(addr).await.expect("bind");
-                tx.send(runtime_tokio::TokioRuntime::local_addr(&listener).expect("addr")).expect("send");
-                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace).await.expect("serve");
+                tx.send(runtime_tokio::TokioRuntime::local_addr(&listener).expect("addr"))
+                    .expect("send");
+                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
+                    .await
+                    .expect("serve");
             });
         }
         Rt::Smol => {
@@ -121,20 +126,30 @@ pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
             let r = runtime_smol::SmolRuntime::with_executor(executor.clone());
             async_io::block_on(executor.run(async move {
                 let listener = r.bind(addr).await.expect("bind");
-                tx.send(runtime_smol::SmolRuntime::local_addr(&listener).expect("addr")).expect("send");
-                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace).await.expect("serve");
+                tx.send(runtime_smol::SmolRuntime::local_addr(&listener).expect("addr"))
+                    .expect("send");
+                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
+                    .await
+                    .expect("serve");
             }));
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("server started");
-    TestServer { addr, shutdown, thread: Some(thread) }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server started");
+    TestServer {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    }
 }
 
 /// A raw TCP client that has completed the upgrade handshake, for peers
 /// that misbehave on purpose.
 pub fn raw_client(addr: SocketAddr) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     tcp.write_all(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -162,8 +177,14 @@ pub fn read_http_head(tcp: &mut TcpStream) -> String {
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
     let mut out = Vec::new();
-    ws_proto::frame::FrameHeader { fin, rsv: 0, opcode, mask: Some(key), payload_len: payload.len() as u64 }
-        .encode(&mut out);
+    ws_proto::frame::FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    }
+    .encode(&mut out);
     let start = out.len();
     out.extend_from_slice(payload);
     ws_proto::frame::apply_mask(&mut out[start..], key, 0);

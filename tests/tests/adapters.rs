@@ -10,7 +10,9 @@ use ws_runtime_common::{Incoming, WsConfig, WsError, connect};
 use ws_tests::*;
 
 fn pairs() -> impl Iterator<Item = (Rt, Rt)> {
-    RUNTIMES.into_iter().flat_map(|s| RUNTIMES.into_iter().map(move |c| (s, c)))
+    RUNTIMES
+        .into_iter()
+        .flat_map(|s| RUNTIMES.into_iter().map(move |c| (s, c)))
 }
 
 #[test]
@@ -18,9 +20,15 @@ fn every_client_runtime_talks_to_every_server_runtime() {
     for (server_rt, client_rt) in pairs() {
         let server = start_echo(server_rt, WsConfig::default());
         let url = server.url("/echo?x=1");
-        let big = Bytes::from((0..16u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let big = Bytes::from(
+            (0..16u32 << 20)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
         on_runtime!(client_rt, |rt| async move {
-            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            let (mut ws, _) = connect(rt, &url, WsConfig::default())
+                .await
+                .expect("connect");
             for message in [
                 Message::text("hello"),
                 Message::text(""),
@@ -29,9 +37,15 @@ fn every_client_runtime_talks_to_every_server_runtime() {
                 Message::Binary(big.clone()),
             ] {
                 ws.send(message.clone()).await.expect("send");
-                assert_eq!(ws.recv().await.expect("recv"), Some(message), "{server_rt:?} <- {client_rt:?}");
+                assert_eq!(
+                    ws.recv().await.expect("recv"),
+                    Some(message),
+                    "{server_rt:?} <- {client_rt:?}"
+                );
             }
-            ws.ping(Bytes::from_static(b"are you there")).await.expect("ping");
+            ws.ping(Bytes::from_static(b"are you there"))
+                .await
+                .expect("ping");
             assert_eq!(
                 ws.recv_incoming().await.expect("pong"),
                 Some(Incoming::Pong(Bytes::from_static(b"are you there")))
@@ -39,9 +53,16 @@ fn every_client_runtime_talks_to_every_server_runtime() {
             ws.close(CloseCode(4000), "custom").await.expect("close");
             let info = ws.close_info().expect("closed");
             assert!(info.clean);
-            assert_eq!(info.code, CloseCode(4000), "the server echoes the close code");
+            assert_eq!(
+                info.code,
+                CloseCode(4000),
+                "the server echoes the close code"
+            );
         });
-        assert!(server.wait_active_at_most(0, Duration::from_secs(10)), "server freed the connection");
+        assert!(
+            server.wait_active_at_most(0, Duration::from_secs(10)),
+            "server freed the connection"
+        );
     }
 }
 
@@ -68,7 +89,8 @@ fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
         let server = start_echo(server_rt, WsConfig::default());
         let mut bad = raw_client(server.addr);
         // Reserved opcode 0x3.
-        bad.write_all(&client_frame(true, 0x3, b"junk")).expect("write");
+        bad.write_all(&client_frame(true, 0x3, b"junk"))
+            .expect("write");
         let frames = read_frames_until_eof(&mut bad);
         let (opcode, payload) = frames.last().expect("a close frame");
         assert_eq!(*opcode, 8);
@@ -76,17 +98,29 @@ fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
         // An unmasked frame.
         let mut bad = raw_client(server.addr);
         bad.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
-        assert_eq!(close_code(&read_frames_until_eof(&mut bad).last().expect("close").1), 1002);
+        assert_eq!(
+            close_code(&read_frames_until_eof(&mut bad).last().expect("close").1),
+            1002
+        );
         // Invalid UTF-8.
         let mut bad = raw_client(server.addr);
-        bad.write_all(&client_frame(true, 0x1, &[0xce, 0xba, 0xff])).expect("write");
-        assert_eq!(close_code(&read_frames_until_eof(&mut bad).last().expect("close").1), 1007);
+        bad.write_all(&client_frame(true, 0x1, &[0xce, 0xba, 0xff]))
+            .expect("write");
+        assert_eq!(
+            close_code(&read_frames_until_eof(&mut bad).last().expect("close").1),
+            1007
+        );
 
         let url = server.url("/");
         on_runtime!(server_rt, |rt| async move {
-            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            let (mut ws, _) = connect(rt, &url, WsConfig::default())
+                .await
+                .expect("connect");
             ws.send(Message::text("still here")).await.expect("send");
-            assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("still here")));
+            assert_eq!(
+                ws.recv().await.expect("recv"),
+                Some(Message::text("still here"))
+            );
             ws.close(CloseCode::NORMAL, "").await.expect("close");
         });
     }
@@ -99,7 +133,9 @@ fn a_peer_that_never_reads_meets_backpressure() {
         config.max_outbound = 64 * 1024;
         let server = start_echo(server_rt, config);
         let mut greedy = raw_client(server.addr);
-        greedy.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        greedy
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         // Send up to 256 MiB of echo requests without reading a byte. The
         // server stops reading once its bounded queue is full, so the kernel
         // buffers fill and our writes stall far below that.
@@ -108,24 +144,34 @@ fn a_peer_that_never_reads_meets_backpressure() {
         let stalled = loop {
             match greedy.write(&frame) {
                 Ok(n) => sent += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break true,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break true;
+                }
                 Err(e) => panic!("unexpected error {e}"),
             }
             if sent > 256 << 20 {
                 break false;
             }
         };
-        assert!(stalled, "{server_rt:?}: the server kept reading {sent} bytes it could not send back");
+        assert!(
+            stalled,
+            "{server_rt:?}: the server kept reading {sent} bytes it could not send back"
+        );
         // The server still serves others.
         let url = server.url("/");
         on_runtime!(server_rt, |rt| async move {
-            let (mut ws, _) = connect(rt, &url, WsConfig::default()).await.expect("connect");
+            let (mut ws, _) = connect(rt, &url, WsConfig::default())
+                .await
+                .expect("connect");
             ws.send(Message::text("fine")).await.expect("send");
             assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("fine")));
             ws.close(CloseCode::NORMAL, "").await.expect("close");
         });
         drop(greedy);
-        assert!(server.wait_active_at_most(0, Duration::from_secs(10)), "the stalled connection was freed");
+        assert!(
+            server.wait_active_at_most(0, Duration::from_secs(10)),
+            "the stalled connection was freed"
+        );
     }
 }
 
@@ -146,7 +192,9 @@ fn try_feed_reports_backpressure_instead_of_growing() {
             let (io, _) = accept_one(&rt, &listener).await;
             let mut config = WsConfig::default();
             config.max_outbound = 256 * 1024;
-            let ws = ws_runtime_common::accept(rt.clone(), io, config).await.expect("accept");
+            let ws = ws_runtime_common::accept(rt.clone(), io, config)
+                .await
+                .expect("accept");
             let (_reader, mut writer) = ws.split();
             let message = Message::binary(vec![1u8; 16 * 1024]);
             let mut refused = false;
@@ -180,7 +228,10 @@ fn local_addr<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> std::net
     R::local_addr(l).expect("addr")
 }
 
-async fn accept_one<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> (R::Stream, std::net::SocketAddr) {
+async fn accept_one<R: ws_runtime_common::Runtime>(
+    _: &R,
+    l: &R::Listener,
+) -> (R::Stream, std::net::SocketAddr) {
     R::accept(l).await.expect("accept")
 }
 
@@ -209,7 +260,9 @@ fn close_codes_round_trip_and_shutdown_sends_1001() {
         let url2 = url.clone();
         on_runtime!(client_rt, |rt| async move {
             for code in [1000u16, 1001, 1003, 1008, 1011, 3000, 4999] {
-                let (mut ws, _) = connect(rt.clone(), &url, WsConfig::default()).await.expect("connect");
+                let (mut ws, _) = connect(rt.clone(), &url, WsConfig::default())
+                    .await
+                    .expect("connect");
                 ws.close(CloseCode(code), "bye").await.expect("close");
                 assert_eq!(ws.close_info().expect("info").code, CloseCode(code));
             }
@@ -217,7 +270,9 @@ fn close_codes_round_trip_and_shutdown_sends_1001() {
         let (client, server) = {
             let s = server;
             on_runtime!(client_rt, |rt| async move {
-                let (mut ws, _) = connect(rt, &url2, WsConfig::default()).await.expect("connect");
+                let (mut ws, _) = connect(rt, &url2, WsConfig::default())
+                    .await
+                    .expect("connect");
                 ws.send(Message::text("x")).await.expect("send");
                 assert!(ws.recv().await.expect("echo").is_some());
                 s.trigger_shutdown();

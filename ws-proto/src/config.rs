@@ -57,7 +57,12 @@ impl Config {
         fn range(name: &'static str, value: usize, min: u64, max: u64) -> Result<(), ConfigError> {
             let value = value as u64;
             if value < min || value > max {
-                return Err(ConfigError::OutOfRange { name, value, min, max });
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                });
             }
             Ok(())
         }

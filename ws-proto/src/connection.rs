@@ -10,8 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::config::Config;
 use crate::error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
 use crate::frame::{
-    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedFrame,
-    apply_mask, close_payload, parse_close_payload, truncate_reason,
+    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
+    PreparedFrame, apply_mask, close_payload, parse_close_payload, truncate_reason,
 };
 use crate::handshake::client::parse_response;
 use crate::handshake::response::encode_switching;
@@ -149,7 +149,13 @@ impl Connection {
     pub fn server(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let deadline = config.handshake_timeout.map(|t| now + t);
-        Ok(Self::new(Role::Server, config, Phase::AwaitRequest, deadline, None))
+        Ok(Self::new(
+            Role::Server,
+            config,
+            Phase::AwaitRequest,
+            deadline,
+            None,
+        ))
     }
 
     /// A client connection; its request is queued for `poll_transmit` at
@@ -162,7 +168,13 @@ impl Connection {
     ) -> Result<Self, ClientError> {
         config.validate()?;
         let deadline = config.handshake_timeout.map(|t| now + t);
-        let mut conn = Self::new(Role::Client, config, Phase::Closed, deadline, Some(mask_keys));
+        let mut conn = Self::new(
+            Role::Client,
+            config,
+            Phase::Closed,
+            deadline,
+            Some(mask_keys),
+        );
         let tail_before = conn.out.tail().len();
         request.encode(conn.out.tail())?;
         let written = conn.out.tail().len() - tail_before;
@@ -204,7 +216,9 @@ impl Connection {
     /// The current state.
     pub fn state(&self) -> State {
         match self.phase {
-            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => State::Connecting,
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
+                State::Connecting
+            }
             Phase::Open => State::Open,
             Phase::CloseSent => State::Closing,
             Phase::Closed => State::Closed,
@@ -239,15 +253,17 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         self.events.is_empty()
             && matches!(
-            self.phase,
-            Phase::AwaitRequest | Phase::AwaitResponse(_) | Phase::Open | Phase::CloseSent
-        )
+                self.phase,
+                Phase::AwaitRequest | Phase::AwaitResponse(_) | Phase::Open | Phase::CloseSent
+            )
     }
 
     /// How many bytes a read should make room for: the rest of the frame
     /// being received, between 4 KiB and 1 MiB.
     pub fn read_hint(&self) -> usize {
-        let remaining = self.frame.map_or(0, |f| f.len.saturating_sub(self.read.len()));
+        let remaining = self
+            .frame
+            .map_or(0, |f| f.len.saturating_sub(self.read.len()));
         (remaining + MAX_HEADER_LEN).clamp(4096, 1 << 20)
     }
 
@@ -322,7 +338,10 @@ impl Connection {
         let Phase::AwaitAnswer(pending) = &self.phase else {
             return Err(SendError::NoPendingRequest);
         };
-        let accept = pending.accept.as_ref().map_err(|e| SendError::NotUpgradable(e.clone()))?;
+        let accept = pending
+            .accept
+            .as_ref()
+            .map_err(|e| SendError::NotUpgradable(e.clone()))?;
         if let Some(p) = &options.protocol
             && !pending.protocols.contains(p)
         {
@@ -425,7 +444,9 @@ impl Connection {
     fn check_open(&self) -> Result<(), SendError> {
         match self.phase {
             Phase::Open => Ok(()),
-            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => Err(SendError::NotOpen),
+            Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
+                Err(SendError::NotOpen)
+            }
             Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
         }
     }
@@ -504,13 +525,19 @@ impl Connection {
             Ok(Some((request, len))) => {
                 self.read.advance(len);
                 self.phase = Phase::AwaitAnswer(PendingRequest {
-                    accept: request.accept_value().map(str::to_owned).map_err(Clone::clone),
+                    accept: request
+                        .accept_value()
+                        .map(str::to_owned)
+                        .map_err(Clone::clone),
                     protocols: request.protocols().map(str::to_owned).collect(),
                 });
                 self.events.push_back(Event::Request(request));
             }
             // The head ends at `end`, so httparse cannot want more.
-            Ok(None) => self.fail(HandshakeError::MalformedHttp("incomplete head".into()).into(), true),
+            Ok(None) => self.fail(
+                HandshakeError::MalformedHttp("incomplete head".into()).into(),
+                true,
+            ),
             Err(e) => self.fail(e.into(), true),
         }
     }
@@ -540,7 +567,10 @@ impl Connection {
                 self.events.push_back(Event::Accepted(response));
                 self.read_frames(false);
             }
-            Ok(None) => self.fail(HandshakeError::MalformedHttp("incomplete head".into()).into(), false),
+            Ok(None) => self.fail(
+                HandshakeError::MalformedHttp("incomplete head".into()).into(),
+                false,
+            ),
             Err(e) => self.fail(e.into(), false),
         }
     }
@@ -550,7 +580,9 @@ impl Connection {
     /// time, keeps the application's replies to earlier messages ahead of
     /// the close frame that a later violation in the same read triggers.
     fn read_frames(&mut self, eager: bool) {
-        while matches!(self.phase, Phase::Open | Phase::CloseSent) && (eager || self.events.is_empty()) {
+        while matches!(self.phase, Phase::Open | Phase::CloseSent)
+            && (eager || self.events.is_empty())
+        {
             let mut frame = match self.frame {
                 Some(f) => f,
                 None => match FrameHeader::decode(&self.read) {
@@ -614,15 +646,24 @@ impl Connection {
         }
         let frame_limit = self.config.max_frame_size;
         if h.payload_len > frame_limit as u64 {
-            return Err(ProtocolError::FrameTooLarge { size: h.payload_len, limit: frame_limit });
+            return Err(ProtocolError::FrameTooLarge {
+                size: h.payload_len,
+                limit: frame_limit,
+            });
         }
         let message_limit = self.config.max_message_size;
         let text = match opcode {
             OpCode::Continuation => {
-                let m = self.message.as_ref().ok_or(ProtocolError::UnexpectedContinuation)?;
+                let m = self
+                    .message
+                    .as_ref()
+                    .ok_or(ProtocolError::UnexpectedContinuation)?;
                 let size = m.data.len() as u64 + h.payload_len;
                 if size > message_limit as u64 {
-                    return Err(ProtocolError::MessageTooLarge { size, limit: message_limit });
+                    return Err(ProtocolError::MessageTooLarge {
+                        size,
+                        limit: message_limit,
+                    });
                 }
                 m.opcode == OpCode::Text
             }
@@ -631,7 +672,10 @@ impl Connection {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 if h.payload_len > message_limit as u64 {
-                    return Err(ProtocolError::MessageTooLarge { size: h.payload_len, limit: message_limit });
+                    return Err(ProtocolError::MessageTooLarge {
+                        size: h.payload_len,
+                        limit: message_limit,
+                    });
                 }
                 self.utf8.reset();
                 opcode == OpCode::Text
@@ -656,7 +700,10 @@ impl Connection {
             OpCode::Text | OpCode::Binary => {
                 let mut data = BytesMut::with_capacity(payload.len().max(1024));
                 data.extend_from_slice(&payload);
-                self.message = Some(Assembly { opcode: frame.opcode, data });
+                self.message = Some(Assembly {
+                    opcode: frame.opcode,
+                    data,
+                });
             }
             OpCode::Continuation => {
                 let Some(m) = self.message.as_mut() else {
@@ -786,7 +833,11 @@ impl Connection {
 
     fn finish(&mut self, code: CloseCode, reason: String, clean: bool) {
         self.enter_closed();
-        self.events.push_back(Event::Closed { code, reason, clean });
+        self.events.push_back(Event::Closed {
+            code,
+            reason,
+            clean,
+        });
     }
 
     fn enter_closed(&mut self) {

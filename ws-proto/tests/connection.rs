@@ -1,4 +1,6 @@
 //! Connection-level rules of RFC 6455, exercised through the public API.
+// Tests own the clock: a real `Instant` is only the base of virtual time.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -6,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use ws_proto::{
-    AcceptOptions, CloseCode, Config, Connection, Error, Event, HandshakeError, HttpResponse, Message,
-    PreparedFrame, ProtocolError, SendError, State, Utf8Bytes,
+    AcceptOptions, CloseCode, Config, Connection, Error, Event, HandshakeError, HttpResponse,
+    Message, PreparedFrame, ProtocolError, SendError, State, Utf8Bytes,
 };
 
 fn closed_with(events: &[Event], expected: CloseCode) {
     match events.last() {
-        Some(Event::Closed { code, clean: false, .. }) => assert_eq!(*code, expected, "{events:?}"),
+        Some(Event::Closed {
+            code, clean: false, ..
+        }) => assert_eq!(*code, expected, "{events:?}"),
         other => panic!("expected a Closed event, got {other:?} in {events:?}"),
     }
 }
@@ -29,7 +33,10 @@ fn server_reacts(input: &[u8]) -> (Vec<Event>, Vec<(bool, u8, Vec<u8>)>) {
 
 fn assert_fails(input: &[u8], code: CloseCode, error: ProtocolError) {
     let (events, frames) = server_reacts(input);
-    assert!(events.contains(&Event::Error(Error::Protocol(error.clone()))), "{error:?}: {events:?}");
+    assert!(
+        events.contains(&Event::Error(Error::Protocol(error.clone()))),
+        "{error:?}: {events:?}"
+    );
     closed_with(&events, code);
     let (_, opcode, payload) = frames.last().expect("a close frame");
     assert_eq!(*opcode, 8);
@@ -38,7 +45,9 @@ fn assert_fails(input: &[u8], code: CloseCode, error: ProtocolError) {
 
 #[test]
 fn rfc_masked_hello_is_decoded() {
-    let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    let frame = [
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
     let (events, _) = server_reacts(&frame);
     assert_eq!(events, [Event::Message(Message::text("Hello"))]);
 }
@@ -54,20 +63,52 @@ fn rfc_fragmented_unmasked_hello_is_decoded_by_a_client() {
 
 #[test]
 fn reserved_bits_opcodes_and_bad_control_frames_are_1002() {
-    assert_fails(&client_frame(true, 1, 1, b"x"), CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedBits);
-    assert_fails(&client_frame(true, 0, 3, b""), CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedOpcode(3));
-    assert_fails(&client_frame(true, 0, 0xb, b""), CloseCode::PROTOCOL_ERROR, ProtocolError::ReservedOpcode(0xb));
-    assert_fails(&client_frame(false, 0, 9, b""), CloseCode::PROTOCOL_ERROR, ProtocolError::FragmentedControl);
-    assert_fails(&client_frame(true, 0, 9, &[0; 126]), CloseCode::PROTOCOL_ERROR, ProtocolError::ControlTooLong(126));
-    assert_fails(&client_frame(true, 0, 0, b"x"), CloseCode::PROTOCOL_ERROR, ProtocolError::UnexpectedContinuation);
+    assert_fails(
+        &client_frame(true, 1, 1, b"x"),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::ReservedBits,
+    );
+    assert_fails(
+        &client_frame(true, 0, 3, b""),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::ReservedOpcode(3),
+    );
+    assert_fails(
+        &client_frame(true, 0, 0xb, b""),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::ReservedOpcode(0xb),
+    );
+    assert_fails(
+        &client_frame(false, 0, 9, b""),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::FragmentedControl,
+    );
+    assert_fails(
+        &client_frame(true, 0, 9, &[0; 126]),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::ControlTooLong(126),
+    );
+    assert_fails(
+        &client_frame(true, 0, 0, b"x"),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::UnexpectedContinuation,
+    );
     let mut two_starts = client_frame(false, 0, 1, b"a");
     two_starts.extend(client_frame(true, 0, 1, b"b"));
-    assert_fails(&two_starts, CloseCode::PROTOCOL_ERROR, ProtocolError::ExpectedContinuation);
+    assert_fails(
+        &two_starts,
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::ExpectedContinuation,
+    );
 }
 
 #[test]
 fn masking_rules_depend_on_role() {
-    assert_fails(&raw_frame(true, 0, 1, b"x", None), CloseCode::PROTOCOL_ERROR, ProtocolError::UnmaskedFrame);
+    assert_fails(
+        &raw_frame(true, 0, 1, b"x", None),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::UnmaskedFrame,
+    );
     let now = Instant::now();
     let (mut c, _s) = open_pair(Config::default(), Config::default(), now);
     c.handle_data(now, &client_frame(true, 0, 1, b"x"));
@@ -91,7 +132,12 @@ fn size_limits_are_1009_and_checked_before_the_payload_arrives() {
     let mut s = open_server(config.clone(), now);
     s.handle_data(now, &client_frame(true, 0, 2, &[0; 1001])[..8]);
     let events = drain(&mut s);
-    assert!(events.contains(&Event::Error(Error::Protocol(ProtocolError::FrameTooLarge { size: 1001, limit: 1000 }))));
+    assert!(events.contains(&Event::Error(Error::Protocol(
+        ProtocolError::FrameTooLarge {
+            size: 1001,
+            limit: 1000
+        }
+    ))));
     closed_with(&events, CloseCode::MESSAGE_TOO_BIG);
     // Fragments that each fit but together do not.
     let mut s = open_server(config, now);
@@ -112,7 +158,10 @@ fn invalid_utf8_fails_fast_inside_a_frame_and_across_fragments() {
     let frame = client_frame(true, 0, 1, &payload);
     s.handle_data(now, &frame[..6 + 6]);
     let events = drain(&mut s);
-    assert!(events.contains(&Event::Error(Error::Protocol(ProtocolError::InvalidUtf8))), "{events:?}");
+    assert!(
+        events.contains(&Event::Error(Error::Protocol(ProtocolError::InvalidUtf8))),
+        "{events:?}"
+    );
     closed_with(&events, CloseCode::INVALID_PAYLOAD);
 
     // A character split across fragments is fine...
@@ -147,7 +196,10 @@ fn control_frames_interleave_with_fragments_and_ping_is_answered() {
             Event::Message(Message::binary(&b"abcdef"[..])),
         ]
     );
-    assert_eq!(parse_frames(&transmit(&mut s)), [(true, 0xa, b"p1".to_vec())]);
+    assert_eq!(
+        parse_frames(&transmit(&mut s)),
+        [(true, 0xa, b"p1".to_vec())]
+    );
     // auto_pong is a setting.
     let mut config = Config::default();
     config.auto_pong = false;
@@ -159,27 +211,48 @@ fn control_frames_interleave_with_fragments_and_ping_is_answered() {
 
 #[test]
 fn close_codes_are_validated() {
-    for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000] {
+    for bad in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+    ] {
         assert_fails(
             &client_frame(true, 0, 8, &bad.to_be_bytes()),
             CloseCode::PROTOCOL_ERROR,
             ProtocolError::InvalidCloseCode(bad),
         );
     }
-    assert_fails(&client_frame(true, 0, 8, &[3]), CloseCode::PROTOCOL_ERROR, ProtocolError::CloseFrameTooShort);
-    assert_fails(&client_frame(true, 0, 8, &[3, 232, 0xff]), CloseCode::INVALID_PAYLOAD, ProtocolError::InvalidUtf8);
+    assert_fails(
+        &client_frame(true, 0, 8, &[3]),
+        CloseCode::PROTOCOL_ERROR,
+        ProtocolError::CloseFrameTooShort,
+    );
+    assert_fails(
+        &client_frame(true, 0, 8, &[3, 232, 0xff]),
+        CloseCode::INVALID_PAYLOAD,
+        ProtocolError::InvalidUtf8,
+    );
 }
 
 #[test]
 fn peer_close_is_echoed_and_reported() {
     for (payload, code, echo) in [
-        (vec![3, 232, b'b', b'y', b'e'], CloseCode::NORMAL, vec![3, 232]),
+        (
+            vec![3, 232, b'b', b'y', b'e'],
+            CloseCode::NORMAL,
+            vec![3, 232],
+        ),
         (vec![0x0f, 0xa0], CloseCode(4000), vec![0x0f, 0xa0]),
         (vec![], CloseCode::NO_STATUS, vec![]),
     ] {
         let (events, frames) = server_reacts(&client_frame(true, 0, 8, &payload));
         let reason = if payload.len() > 2 { "bye" } else { "" };
-        assert_eq!(events, [Event::Closed { code, reason: reason.into(), clean: true }]);
+        assert_eq!(
+            events,
+            [Event::Closed {
+                code,
+                reason: reason.into(),
+                clean: true
+            }]
+        );
         assert_eq!(frames, [(true, 8, echo)]);
     }
 }
@@ -214,7 +287,14 @@ fn eof_mid_frame_is_abnormal_and_frees_buffers() {
     s.handle_data(now, &client_frame(true, 0, 2, &[7; 5000])[..3000]);
     assert!(s.buffered_inbound() > 0);
     s.handle_eof(now);
-    assert_eq!(drain(&mut s), [Event::Closed { code: CloseCode::ABNORMAL, reason: String::new(), clean: false }]);
+    assert_eq!(
+        drain(&mut s),
+        [Event::Closed {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            clean: false
+        }]
+    );
     assert_eq!(s.buffered_inbound(), 0);
     s.handle_data(now, b"ignored after close");
     assert!(drain(&mut s).is_empty());
@@ -231,17 +311,27 @@ fn handshake_rejections_and_limits() {
     big.extend(std::iter::repeat_n(b'a', 2000));
     s.handle_data(now, &big);
     let events = drain(&mut s);
-    assert!(matches!(events[0], Event::Error(Error::Handshake(HandshakeError::HeadTooLarge { .. }))));
+    assert!(matches!(
+        events[0],
+        Event::Error(Error::Handshake(HandshakeError::HeadTooLarge { .. }))
+    ));
     let reply = String::from_utf8(transmit(&mut s)).unwrap();
     assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
 
     // A wrong version is delivered to the application, which rejects it.
     let mut s = Connection::server(Config::default(), now).unwrap();
-    let req = String::from_utf8(upgrade_request()).unwrap().replace("Version: 13", "Version: 12");
+    let req = String::from_utf8(upgrade_request())
+        .unwrap()
+        .replace("Version: 13", "Version: 12");
     s.handle_data(now, req.as_bytes());
-    let Some(Event::Request(request)) = s.poll_event() else { panic!() };
+    let Some(Event::Request(request)) = s.poll_event() else {
+        panic!()
+    };
     let err = request.upgrade_error().unwrap().clone();
-    assert!(matches!(s.accept(AcceptOptions::default()), Err(SendError::NotUpgradable(_))));
+    assert!(matches!(
+        s.accept(AcceptOptions::default()),
+        Err(SendError::NotUpgradable(_))
+    ));
     s.respond(HttpResponse::for_error(&err)).unwrap();
     let reply = String::from_utf8(transmit(&mut s)).unwrap();
     assert!(reply.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
@@ -259,12 +349,17 @@ fn plain_http_can_be_answered_on_the_same_port() {
     let now = Instant::now();
     let mut s = Connection::server(Config::default(), now).unwrap();
     s.handle_data(now, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    let Some(Event::Request(req)) = s.poll_event() else { panic!() };
+    let Some(Event::Request(req)) = s.poll_event() else {
+        panic!()
+    };
     assert_eq!(req.path(), "/healthz");
     assert!(!req.is_upgrade());
     s.respond(HttpResponse::text(200, "ok\n")).unwrap();
     let reply = String::from_utf8(transmit(&mut s)).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\nok\n"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\nok\n"),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -275,7 +370,10 @@ fn handshake_timeout_fires() {
     assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
     s.handle_timeout(now + Duration::from_secs(10));
     let events = drain(&mut s);
-    assert_eq!(events[0], Event::Error(Error::Handshake(HandshakeError::Timeout)));
+    assert_eq!(
+        events[0],
+        Event::Error(Error::Handshake(HandshakeError::Timeout))
+    );
     assert!(s.is_closed());
 }
 
@@ -291,9 +389,16 @@ fn subprotocol_and_leftover_bytes_after_the_request() {
     s.handle_data(now, &input);
     assert!(matches!(s.poll_event(), Some(Event::Request(_))));
     assert!(!s.wants_read());
-    assert_eq!(s.accept(AcceptOptions::with_protocol("c")), Err(SendError::UnofferedProtocol("c".into())));
+    assert_eq!(
+        s.accept(AcceptOptions::with_protocol("c")),
+        Err(SendError::UnofferedProtocol("c".into()))
+    );
     s.accept(AcceptOptions::with_protocol("b")).unwrap();
-    assert!(String::from_utf8(transmit(&mut s)).unwrap().contains("Sec-WebSocket-Protocol: b\r\n"));
+    assert!(
+        String::from_utf8(transmit(&mut s))
+            .unwrap()
+            .contains("Sec-WebSocket-Protocol: b\r\n")
+    );
     assert_eq!(drain(&mut s), [Event::Message(Message::text("early"))]);
 }
 
@@ -307,15 +412,24 @@ fn outgoing_fragmentation_and_prepared_frames() {
     let wire = transmit(&mut s);
     let frames = parse_frames(&wire);
     assert_eq!(frames.len(), 3);
-    assert_eq!(frames.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(false, 1), (false, 0), (true, 0)]);
+    assert_eq!(
+        frames.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+        [(false, 1), (false, 0), (true, 0)]
+    );
     c.handle_data(now, &wire);
-    assert_eq!(drain(&mut c), [Event::Message(Message::text("hello world"))]);
+    assert_eq!(
+        drain(&mut c),
+        [Event::Message(Message::text("hello world"))]
+    );
 
     let frame = PreparedFrame::text("shared");
     s.send_prepared(&frame).unwrap();
     pump(&mut s, &mut c, now);
     assert_eq!(drain(&mut c), [Event::Message(Message::text("shared"))]);
-    assert_eq!(c.send_prepared(&frame), Err(SendError::PreparedFrameOnClient));
+    assert_eq!(
+        c.send_prepared(&frame),
+        Err(SendError::PreparedFrameOnClient)
+    );
 
     let parts = [Utf8Bytes::from("ab"), Utf8Bytes::from("cd")];
     c.send_text_parts(&parts).unwrap();
@@ -339,10 +453,19 @@ fn commands_are_checked_against_state() {
     let now = Instant::now();
     let mut s = Connection::server(Config::default(), now).unwrap();
     assert_eq!(s.send(Message::text("x")), Err(SendError::NotOpen));
-    assert_eq!(s.accept(AcceptOptions::default()), Err(SendError::NoPendingRequest));
+    assert_eq!(
+        s.accept(AcceptOptions::default()),
+        Err(SendError::NoPendingRequest)
+    );
     let (_c, mut s) = open_pair(Config::default(), Config::default(), now);
-    assert_eq!(s.ping(vec![0; 126].into()), Err(SendError::ControlTooLong(126)));
-    assert_eq!(s.close(now, CloseCode::ABNORMAL, ""), Err(SendError::InvalidCloseCode(1006)));
+    assert_eq!(
+        s.ping(vec![0; 126].into()),
+        Err(SendError::ControlTooLong(126))
+    );
+    assert_eq!(
+        s.close(now, CloseCode::ABNORMAL, ""),
+        Err(SendError::InvalidCloseCode(1006))
+    );
     s.close(now, CloseCode::NORMAL, "").unwrap();
     assert_eq!(s.close(now, CloseCode::NORMAL, ""), Err(SendError::Closed));
 }
@@ -358,7 +481,10 @@ fn client_rejects_a_bad_accept() {
 Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
     );
     let events = drain(&mut c);
-    assert_eq!(events[0], Event::Error(Error::Handshake(HandshakeError::AcceptMismatch)));
+    assert_eq!(
+        events[0],
+        Event::Error(Error::Handshake(HandshakeError::AcceptMismatch))
+    );
     assert!(c.is_closed());
 }
 
@@ -392,7 +518,11 @@ fn any_chunking_yields_the_same_events() {
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(run(&bytes), whole);
     for split in 0..input.len() {
-        assert_eq!(run(&[&input[..split], &input[split..]]), whole, "split at {split}");
+        assert_eq!(
+            run(&[&input[..split], &input[split..]]),
+            whole,
+            "split at {split}"
+        );
     }
 }
 
@@ -404,11 +534,20 @@ fn replies_to_earlier_messages_go_out_before_a_later_violation_closes() {
     let mut input = client_frame(true, 0, 1, b"first");
     input.extend(client_frame(true, 2, 1, b"bad rsv"));
     s.handle_data(now, &input);
-    let Some(Event::Message(m)) = s.poll_event() else { panic!("message first") };
+    let Some(Event::Message(m)) = s.poll_event() else {
+        panic!("message first")
+    };
     s.send(m).unwrap();
     let rest = drain(&mut s);
-    assert_eq!(rest[0], Event::Error(Error::Protocol(ProtocolError::ReservedBits)));
+    assert_eq!(
+        rest[0],
+        Event::Error(Error::Protocol(ProtocolError::ReservedBits))
+    );
     let frames = parse_frames(&transmit(&mut s));
-    assert_eq!(frames[0], (true, 1, b"first".to_vec()), "the echo comes first");
+    assert_eq!(
+        frames[0],
+        (true, 1, b"first".to_vec()),
+        "the echo comes first"
+    );
     assert_eq!(frames[1].1, 8, "then the close");
 }

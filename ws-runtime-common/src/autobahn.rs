@@ -10,7 +10,12 @@ use crate::stream::WsConfig;
 
 /// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
 /// `agent`; returns the number of cases run.
-pub async fn run_autobahn_client<R: Runtime>(rt: R, base_url: &str, agent: &str, config: WsConfig) -> Result<usize, WsError> {
+pub async fn run_autobahn_client<R: Runtime>(
+    rt: R,
+    base_url: &str,
+    agent: &str,
+    config: WsConfig,
+) -> Result<usize, WsError> {
     let base = base_url.trim_end_matches('/');
     let (mut ws, _) = connect(rt.clone(), &format!("{base}/getCaseCount"), config.clone()).await?;
     let count = match ws.recv().await? {

@@ -132,10 +132,12 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
         Command::AutobahnClient { url, agent, limits } => match limits.config() {
-            Ok(config) => run_autobahn_client(rt, &url, &agent, config).await.map(|count| {
-                tracing::info!(count, "Autobahn cases done");
-                0
-            }),
+            Ok(config) => run_autobahn_client(rt, &url, &agent, config)
+                .await
+                .map(|count| {
+                    tracing::info!(count, "Autobahn cases done");
+                    0
+                }),
             Err(e) => Err(e),
         },
         Command::Client { url, limits } => match limits.config() {
@@ -168,14 +170,16 @@ async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, W
     let (ws, _) = connect(rt, url, config).await?;
     let (mut reader, mut writer) = ws.split();
     let (lines_tx, lines_rx) = async_channel::bounded::<String>(64);
-    std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send_blocking(line).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send_blocking(line).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     let read_side = async {
         let mut stdout = std::io::stdout();
         while let Some(message) = reader.recv().await? {
@@ -200,7 +204,11 @@ async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, W
     };
     let info = future::or(read_side, write_side).await?;
     match info {
-        Some(info) if info.clean && matches!(info.code, CloseCode::NORMAL | CloseCode::GOING_AWAY) => Ok(0),
+        Some(info)
+            if info.clean && matches!(info.code, CloseCode::NORMAL | CloseCode::GOING_AWAY) =>
+        {
+            Ok(0)
+        }
         Some(info) => {
             eprintln!("connection closed: code {} {}", info.code, info.reason);
             Ok(1)

@@ -19,7 +19,10 @@ use crate::stream::WsConfig;
 
 /// Runs `future` unless `stop` completes first (then `None`). `stop` is
 /// polled first, so a shutdown is noticed even under constant traffic.
-pub async fn unless<T>(stop: std::pin::Pin<&mut impl Future<Output = ()>>, future: impl Future<Output = T>) -> Option<T> {
+pub async fn unless<T>(
+    stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    future: impl Future<Output = T>,
+) -> Option<T> {
     let mut stop = stop;
     let mut future = pin!(future);
     poll_fn(|cx| {
@@ -58,7 +61,10 @@ pub async fn serve_echo<R: Runtime>(
         }
     }
     drop(listener);
-    tracing::info!(active = shutdown.active(), "stopped accepting; closing clients");
+    tracing::info!(
+        active = shutdown.active(),
+        "stopped accepting; closing clients"
+    );
     let deadline = rt.now() + grace;
     future::or(shutdown.drained(), rt.sleep_until(deadline)).await;
     Ok(())
@@ -68,7 +74,9 @@ pub async fn serve_echo<R: Runtime>(
 /// so the loop does not spin.
 pub async fn accept_error<R: Runtime>(rt: &R, e: io::Error) {
     tracing::warn!(error = %e, "accept failed");
-    if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) {
+    if e.raw_os_error()
+        .is_some_and(|code| code == 24 || code == 23)
+    {
         rt.sleep_until(rt.now() + Duration::from_millis(50)).await;
     }
 }
@@ -87,7 +95,11 @@ pub async fn echo_connection<T: Transport, R: Runtime>(
     let mut ws = ws?;
     loop {
         match unless(stop.as_mut(), ws.recv()).await {
-            None => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+            None => {
+                return ws
+                    .close(CloseCode::GOING_AWAY, "server shutting down")
+                    .await;
+            }
             // Queue the echo; the next recv writes everything queued in one
             // go before it waits for more input.
             Some(Ok(Some(message))) => ws.feed(message).await?,

@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 
 use futures_lite::future;
 use ws_proto::{
-    AcceptOptions, ClientRequest, Connection, Event, HttpResponse, Request, SeededMaskKeys, ServerResponse,
+    AcceptOptions, ClientRequest, Connection, Event, HttpResponse, Request, SeededMaskKeys,
+    ServerResponse,
 };
 
 use crate::error::WsError;
@@ -34,7 +35,9 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         }
         match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(WsError::Protocol(ws_proto::Error::Handshake(h)))) => Poll::Ready(Err(WsError::Handshake(h))),
+            Poll::Ready(Err(WsError::Protocol(ws_proto::Error::Handshake(h)))) => {
+                Poll::Ready(Err(WsError::Handshake(h)))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(_)) => Poll::Ready(Err(WsError::Closed)),
         }
@@ -45,7 +48,12 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
 /// answer it with plain HTTP, and returns the open WebSocket. Invalid
 /// upgrade requests are refused with the matching status before `decide`
 /// is asked. The handshake timeout of `config` applies.
-pub async fn accept_with<T, R, F>(rt: R, io: T, config: WsConfig, decide: F) -> Result<WebSocket<T, R>, WsError>
+pub async fn accept_with<T, R, F>(
+    rt: R,
+    io: T,
+    config: WsConfig,
+    decide: F,
+) -> Result<WebSocket<T, R>, WsError>
 where
     T: Transport,
     R: Runtime,
@@ -76,8 +84,15 @@ where
 }
 
 /// Server: accepts any valid upgrade request (no subprotocol).
-pub async fn accept<T: Transport, R: Runtime>(rt: R, io: T, config: WsConfig) -> Result<WebSocket<T, R>, WsError> {
-    accept_with(rt, io, config, |_| Decision::Accept(AcceptOptions::default())).await
+pub async fn accept<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    config: WsConfig,
+) -> Result<WebSocket<T, R>, WsError> {
+    accept_with(rt, io, config, |_| {
+        Decision::Accept(AcceptOptions::default())
+    })
+    .await
 }
 
 /// Client: performs the handshake for `request` over `io`. Masking keys

@@ -16,11 +16,19 @@ use bytes::BytesMut;
 pub trait Transport: Send + Unpin + 'static {
     /// Reads into the spare capacity of `buf` (appending); `Ok(0)` is end
     /// of stream. The caller reserves capacity first.
-    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
 
     /// Writes from `bufs` in order, as one vectored write where the stream
     /// supports it.
-    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
 
     /// Flushes and shuts down the write side (TCP FIN).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -52,7 +60,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
 
     /// Accepts the next TCP connection (with `TCP_NODELAY` set).
-    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 
     /// Opens a TCP connection to `host:port` (with `TCP_NODELAY` set).
     fn connect(&self, authority: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;

@@ -89,17 +89,19 @@ impl Drop for ConnectionGuard {
 pub fn on_signals(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut seen = 0;
-        for signal in signals.forever() {
-            seen += 1;
-            if seen > 1 {
-                tracing::warn!(signal, "second signal: exiting now");
-                std::process::exit(130);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!(signal, "shutting down");
+                shutdown.trigger();
             }
-            tracing::info!(signal, "shutting down");
-            shutdown.trigger();
-        }
-    })?;
+        })?;
     Ok(())
 }

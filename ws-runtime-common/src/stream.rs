@@ -179,8 +179,16 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 self.pending_error = Some(WsError::Protocol(e));
                 None
             }
-            Event::Closed { code, reason, clean } => {
-                self.close = Some(CloseInfo { code, reason, clean });
+            Event::Closed {
+                code,
+                reason,
+                clean,
+            } => {
+                self.close = Some(CloseInfo {
+                    code,
+                    reason,
+                    clean,
+                });
                 if self.conn.role() == Role::Client && clean {
                     self.linger_until = Some(self.now() + self.config.client_linger);
                 }
@@ -230,7 +238,10 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     /// Drives the connection until something arrives for the application
     /// (or, with `events` false, until the connection makes progress on its
     /// own: used by the handshake). `Ok(None)` means closed and shut down.
-    pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, WsError>> {
+    pub(crate) fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Incoming>, WsError>> {
         loop {
             while let Some(ev) = self.conn.poll_event() {
                 if let Some(incoming) = self.note_event(ev) {
@@ -371,7 +382,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         Ok(())
     }
 
-    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_closed(&mut self, cx: &Context<'_>) -> Poll<()> {
         if self.shutdown_done || self.failed {
             return Poll::Ready(());
         }
@@ -385,7 +396,9 @@ type Shared<T, R> = Arc<Mutex<Inner<T, R>>>;
 fn lock<T, R: Runtime>(shared: &Shared<T, R>) -> MutexGuard<'_, Inner<T, R>> {
     // A panic while holding the lock leaves the state consistent enough to
     // report errors; never propagate poisoning.
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An open WebSocket over a transport `T`, on runtime `R`.
@@ -416,7 +429,9 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
     pub(crate) fn from_inner(inner: Inner<T, R>) -> Self {
         let shared = Arc::new(Mutex::new(inner));
         Self {
-            read: ReadHalf { shared: shared.clone() },
+            read: ReadHalf {
+                shared: shared.clone(),
+            },
             write: WriteHalf { shared },
         }
     }
@@ -576,7 +591,9 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
         poll_fn(|cx| {
             let mut inner = lock(&self.shared);
             match inner.poll_ready(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(inner.conn.send_text_parts(parts).map_err(WsError::from)),
+                Poll::Ready(Ok(())) => {
+                    Poll::Ready(inner.conn.send_text_parts(parts).map_err(WsError::from))
+                }
                 other => other,
             }
         })
@@ -605,7 +622,7 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
         lock(&self.shared).start_close(code, reason)?;
         self.flush().await?;
-        poll_fn(|cx| lock(&self.shared).poll_closed(cx)).await;
+        poll_fn(|cx| lock(&self.shared).poll_closed(&*cx)).await;
         Ok(())
     }
 }

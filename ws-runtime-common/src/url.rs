@@ -17,12 +17,15 @@ impl WsUrl {
     /// Parses a URL. `wss://` is refused with a clear error: TLS is not
     /// implemented in these adapters.
     pub fn parse(url: &str) -> Result<Self, WsError> {
-        let rest = if let Some(rest) = url.strip_prefix("ws://") {
-            rest
-        } else if url.starts_with("wss://") {
-            return Err(WsError::Url(format!("{url}: wss:// (TLS) is not supported")));
-        } else {
-            return Err(WsError::Url(format!("{url}: expected ws://host[:port]/path")));
+        if url.starts_with("wss://") {
+            return Err(WsError::Url(format!(
+                "{url}: wss:// (TLS) is not supported"
+            )));
+        }
+        let Some(rest) = url.strip_prefix("ws://") else {
+            return Err(WsError::Url(format!(
+                "{url}: expected ws://host[:port]/path"
+            )));
         };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
@@ -45,9 +48,14 @@ impl WsUrl {
         }
         let port = match port {
             None => 80,
-            Some(p) => p.parse().map_err(|_| WsError::Url(format!("{url}: invalid port {p:?}")))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| WsError::Url(format!("{url}: invalid port {p:?}")))?,
         };
-        if target.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if target
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return Err(WsError::Url(format!("{url}: whitespace in path")));
         }
         Ok(Self { host, port, target })
@@ -60,7 +68,11 @@ impl WsUrl {
 
     /// The `Host` header value (port omitted when it is 80).
     pub fn host_header(&self) -> String {
-        if self.port == 80 { self.host.clone() } else { self.authority() }
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            self.authority()
+        }
     }
 }
 
@@ -71,11 +83,20 @@ mod tests {
     #[test]
     fn parses_the_usual_forms() {
         let u = WsUrl::parse("ws://127.0.0.1:9001/runCase?case=3&agent=x").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("127.0.0.1", 9001, "/runCase?case=3&agent=x"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("127.0.0.1", 9001, "/runCase?case=3&agent=x")
+        );
         let u = WsUrl::parse("ws://example.com").unwrap();
-        assert_eq!((u.port, u.target.as_str(), u.host_header()), (80, "/", "example.com".to_owned()));
+        assert_eq!(
+            (u.port, u.target.as_str(), u.host_header()),
+            (80, "/", "example.com".to_owned())
+        );
         let u = WsUrl::parse("ws://[::1]:8080?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("[::1]", 8080, "/?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("[::1]", 8080, "/?x=1")
+        );
     }
 
     #[test]

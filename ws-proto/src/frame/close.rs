@@ -110,22 +110,42 @@ mod tests {
 
     #[test]
     fn wire_validity_matches_rfc_and_iana_registry() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
             assert!(CloseCode(ok).is_valid_on_wire(), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(bad).is_valid_on_wire(), "{bad}");
         }
     }
 
     #[test]
     fn parses_payloads() {
-        assert_eq!(parse_close_payload(&[]).unwrap(), (CloseCode::NO_STATUS, String::new()));
-        assert_eq!(parse_close_payload(&[3, 232]).unwrap(), (CloseCode::NORMAL, String::new()));
+        assert_eq!(
+            parse_close_payload(&[]).unwrap(),
+            (CloseCode::NO_STATUS, String::new())
+        );
+        assert_eq!(
+            parse_close_payload(&[3, 232]).unwrap(),
+            (CloseCode::NORMAL, String::new())
+        );
         assert_eq!(parse_close_payload(&[3, 232, b'o', b'k']).unwrap().1, "ok");
-        assert_eq!(parse_close_payload(&[3]), Err(ProtocolError::CloseFrameTooShort));
-        assert_eq!(parse_close_payload(&[3, 237]), Err(ProtocolError::InvalidCloseCode(1005)));
-        assert_eq!(parse_close_payload(&[3, 232, 0xff]), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::CloseFrameTooShort)
+        );
+        assert_eq!(
+            parse_close_payload(&[3, 237]),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(&[3, 232, 0xff]),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 
     #[test]

@@ -250,8 +250,20 @@ mod tests {
     fn every_length_form_roundtrips() {
         for len in [0, 1, 125, 126, 127, 0xffff, 0x10000, u64::MAX >> 1] {
             for mask in [None, Some([1, 2, 3, 4])] {
-                roundtrip(FrameHeader { fin: true, rsv: 0, opcode: 1, mask, payload_len: len });
-                roundtrip(FrameHeader { fin: false, rsv: 7, opcode: 0xf, mask, payload_len: len });
+                roundtrip(FrameHeader {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 1,
+                    mask,
+                    payload_len: len,
+                });
+                roundtrip(FrameHeader {
+                    fin: false,
+                    rsv: 7,
+                    opcode: 0xf,
+                    mask,
+                    payload_len: len,
+                });
             }
         }
     }
@@ -260,7 +272,14 @@ mod tests {
     fn shortest_length_form_is_used() {
         let enc = |len| {
             let mut b = Vec::new();
-            FrameHeader { fin: true, rsv: 0, opcode: 2, mask: None, payload_len: len }.encode(&mut b);
+            FrameHeader {
+                fin: true,
+                rsv: 0,
+                opcode: 2,
+                mask: None,
+                payload_len: len,
+            }
+            .encode(&mut b);
             b
         };
         assert_eq!(enc(125), [0x82, 125]);
@@ -274,16 +293,28 @@ mod tests {
         // Section 5.7: a single-frame unmasked text message "Hello".
         let unmasked = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
         let (h, n) = FrameHeader::decode(&unmasked).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.mask, h.payload_len, n), (true, 1, None, 5, 2));
+        assert_eq!(
+            (h.fin, h.opcode, h.mask, h.payload_len, n),
+            (true, 1, None, 5, 2)
+        );
         // A single-frame masked text message "Hello".
-        let masked = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let masked = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let (h, n) = FrameHeader::decode(&masked).unwrap().unwrap();
-        assert_eq!((h.mask, h.payload_len, n), (Some([0x37, 0xfa, 0x21, 0x3d]), 5, 6));
+        assert_eq!(
+            (h.mask, h.payload_len, n),
+            (Some([0x37, 0xfa, 0x21, 0x3d]), 5, 6)
+        );
         // 256 bytes binary in a single unmasked frame.
-        let (h, n) = FrameHeader::decode(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+        let (h, n) = FrameHeader::decode(&[0x82, 0x7E, 0x01, 0x00])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.opcode, h.payload_len, n), (2, 256, 4));
         // 64 KiB binary in a single unmasked frame.
-        let (h, n) = FrameHeader::decode(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap().unwrap();
+        let (h, n) = FrameHeader::decode(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, n), (65536, 10));
     }
 

@@ -54,12 +54,19 @@ impl ClientRequest {
             fixed.push(("Sec-WebSocket-Protocol".into(), self.protocols.join(", ")));
         }
         check_headers(&fixed)?;
-        if !self.target.starts_with('/') || self.target.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if !self.target.starts_with('/')
+            || self
+                .target
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return Err(SendError::InvalidHeader("request target".into()));
         }
         out.put_slice(format!("GET {} HTTP/1.1\r\n", self.target).as_bytes());
         put_headers(out, &fixed);
-        out.put_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+        out.put_slice(
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+        );
         out.put_slice(format!("Sec-WebSocket-Key: {}\r\n", self.key_header()).as_bytes());
         put_headers(out, &self.headers);
         out.put_slice(b"\r\n");
@@ -90,7 +97,9 @@ pub(crate) fn parse_response(
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge { limit: max_size }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::HeadTooLarge { limit: max_size });
+        }
         Err(e) => return Err(HandshakeError::MalformedHttp(e.to_string())),
     };
     let status = resp.code.unwrap_or_default();
@@ -110,10 +119,16 @@ pub(crate) fn parse_response(
             .collect::<Vec<_>>()
     };
     if !named("upgrade").iter().any(|v| has_token(v, "websocket")) {
-        return Err(HandshakeError::InvalidHeader { name: "Upgrade", reason: "must contain websocket" });
+        return Err(HandshakeError::InvalidHeader {
+            name: "Upgrade",
+            reason: "must contain websocket",
+        });
     }
     if !named("connection").iter().any(|v| has_token(v, "upgrade")) {
-        return Err(HandshakeError::InvalidHeader { name: "Connection", reason: "must contain upgrade" });
+        return Err(HandshakeError::InvalidHeader {
+            name: "Connection",
+            reason: "must contain upgrade",
+        });
     }
     let expected = super::accept_key(req.key_header().as_bytes());
     match named("sec-websocket-accept").first() {
@@ -164,7 +179,9 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
 
     #[test]
     fn valid_response_is_accepted() {
-        let (resp, len) = parse_response(RESPONSE.as_bytes(), &request(), 64, 8192).unwrap().unwrap();
+        let (resp, len) = parse_response(RESPONSE.as_bytes(), &request(), 64, 8192)
+            .unwrap()
+            .unwrap();
         assert_eq!(len, RESPONSE.len());
         assert_eq!(resp.protocol.as_deref(), Some("chat"));
     }
@@ -173,17 +190,36 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
     fn bad_responses_are_refused() {
         let req = request();
         let check = |text: String, expect: HandshakeError| {
-            assert_eq!(parse_response(text.as_bytes(), &req, 64, 8192), Err(expect), "{text}");
+            assert_eq!(
+                parse_response(text.as_bytes(), &req, 64, 8192),
+                Err(expect),
+                "{text}"
+            );
         };
-        check(RESPONSE.replace("101 Switching Protocols", "403 Forbidden"), HandshakeError::Rejected(403));
-        check(RESPONSE.replace("s3pP", "AAAA"), HandshakeError::AcceptMismatch);
-        check(RESPONSE.replace(": chat", ": other"), HandshakeError::UnofferedProtocol("other".into()));
         check(
-            RESPONSE.replace("Upgrade: websocket\r\n", ""),
-            HandshakeError::InvalidHeader { name: "Upgrade", reason: "must contain websocket" },
+            RESPONSE.replace("101 Switching Protocols", "403 Forbidden"),
+            HandshakeError::Rejected(403),
         );
         check(
-            RESPONSE.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+            RESPONSE.replace("s3pP", "AAAA"),
+            HandshakeError::AcceptMismatch,
+        );
+        check(
+            RESPONSE.replace(": chat", ": other"),
+            HandshakeError::UnofferedProtocol("other".into()),
+        );
+        check(
+            RESPONSE.replace("Upgrade: websocket\r\n", ""),
+            HandshakeError::InvalidHeader {
+                name: "Upgrade",
+                reason: "must contain websocket",
+            },
+        );
+        check(
+            RESPONSE.replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            ),
             HandshakeError::UnofferedExtension,
         );
     }

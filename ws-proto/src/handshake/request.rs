@@ -24,13 +24,19 @@ pub struct Request {
 impl Request {
     /// Parses a complete head (`buf` must end at or contain `\r\n\r\n`).
     /// Returns the request and the head's length.
-    pub(crate) fn parse(buf: &[u8], max_headers: usize, max_size: usize) -> Result<Option<(Self, usize)>, HandshakeError> {
+    pub(crate) fn parse(
+        buf: &[u8],
+        max_headers: usize,
+        max_size: usize,
+    ) -> Result<Option<(Self, usize)>, HandshakeError> {
         let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
         let mut req = httparse::Request::new(&mut storage);
         let len = match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge { limit: max_size }),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HandshakeError::HeadTooLarge { limit: max_size });
+            }
             Err(e) => return Err(HandshakeError::MalformedHttp(e.to_string())),
         };
         let method = req.method.unwrap_or_default().to_owned();
@@ -62,11 +68,23 @@ impl Request {
         if self.header("host").is_none() {
             return Err(HandshakeError::MissingHeader("Host"));
         }
-        if !self.headers_named("upgrade").any(|v| has_token(v, "websocket")) {
-            return Err(HandshakeError::InvalidHeader { name: "Upgrade", reason: "must contain websocket" });
+        if !self
+            .headers_named("upgrade")
+            .any(|v| has_token(v, "websocket"))
+        {
+            return Err(HandshakeError::InvalidHeader {
+                name: "Upgrade",
+                reason: "must contain websocket",
+            });
         }
-        if !self.headers_named("connection").any(|v| has_token(v, "upgrade")) {
-            return Err(HandshakeError::InvalidHeader { name: "Connection", reason: "must contain upgrade" });
+        if !self
+            .headers_named("connection")
+            .any(|v| has_token(v, "upgrade"))
+        {
+            return Err(HandshakeError::InvalidHeader {
+                name: "Connection",
+                reason: "must contain upgrade",
+            });
         }
         match self.header_bytes("sec-websocket-version") {
             Some(v) if v.trim_ascii() == b"13" => {}
@@ -121,7 +139,8 @@ impl Request {
 
     /// The first header with this name (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The first header with this name (case-insensitive), as bytes.
@@ -129,7 +148,10 @@ impl Request {
         self.headers_named(name).next()
     }
 
-    fn headers_named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    fn headers_named<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -152,7 +174,9 @@ impl Request {
 
     /// The first offered subprotocol that the server `supported` list has.
     pub fn select_protocol(&self, supported: &[&str]) -> Option<String> {
-        self.protocols().find(|p| supported.contains(p)).map(str::to_owned)
+        self.protocols()
+            .find(|p| supported.contains(p))
+            .map(str::to_owned)
     }
 
     /// Whether this is a valid WebSocket upgrade request.
@@ -189,7 +213,10 @@ Sec-WebSocket-Version: 13\r\n\r\n";
     }
 
     fn with(replace: &str, by: &str) -> Vec<u8> {
-        String::from_utf8(RFC_REQUEST.to_vec()).unwrap().replace(replace, by).into_bytes()
+        String::from_utf8(RFC_REQUEST.to_vec())
+            .unwrap()
+            .replace(replace, by)
+            .into_bytes()
     }
 
     #[test]
@@ -203,7 +230,10 @@ Sec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(req.query_param("nope"), None);
         assert_eq!(req.origin(), Some("http://example.com"));
         assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
-        assert_eq!(req.select_protocol(&["superchat"]), Some("superchat".into()));
+        assert_eq!(
+            req.select_protocol(&["superchat"]),
+            Some("superchat".into())
+        );
         assert_eq!(req.header("HOST"), Some("server.example.com"));
     }
 
@@ -223,14 +253,19 @@ Sec-WebSocket-Version: 13\r\n\r\n";
         ];
         for (from, to, status) in cases {
             let req = parse(&with(from, to));
-            let err = req.upgrade_error().unwrap_or_else(|| panic!("{from} -> {to} accepted"));
+            let err = req
+                .upgrade_error()
+                .unwrap_or_else(|| panic!("{from} -> {to} accepted"));
             assert_eq!(err.status_hint(), *status, "{from} -> {to}: {err}");
         }
     }
 
     #[test]
     fn token_lists_and_case_are_accepted() {
-        let req = parse(&with("Connection: Upgrade", "connection: keep-alive, UPGRADE"));
+        let req = parse(&with(
+            "Connection: Upgrade",
+            "connection: keep-alive, UPGRADE",
+        ));
         assert!(req.is_upgrade());
         let req = parse(&with("Upgrade: websocket", "upgrade: WebSocket"));
         assert!(req.is_upgrade());

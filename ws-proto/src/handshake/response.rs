@@ -55,7 +55,9 @@ impl HttpResponse {
     pub fn for_error(err: &HandshakeError) -> Self {
         let mut resp = Self::text(err.status_hint(), format!("{err}\n"));
         match err.status_hint() {
-            426 => resp.headers.push(("Sec-WebSocket-Version".into(), "13".into())),
+            426 => resp
+                .headers
+                .push(("Sec-WebSocket-Version".into(), "13".into())),
             405 => resp.headers.push(("Allow".into(), "GET".into())),
             _ => {}
         }
@@ -68,7 +70,14 @@ impl HttpResponse {
         if !header_is_safe("Content-Type", &self.content_type) {
             return Err(SendError::InvalidHeader("Content-Type".into()));
         }
-        put_str(out, &format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status)));
+        put_str(
+            out,
+            &format!(
+                "HTTP/1.1 {} {}\r\n",
+                self.status,
+                reason_phrase(self.status)
+            ),
+        );
         put_str(out, &format!("Content-Type: {}\r\n", self.content_type));
         put_str(out, &format!("Content-Length: {}\r\n", self.body.len()));
         put_str(out, "Connection: close\r\n");
@@ -80,14 +89,21 @@ impl HttpResponse {
 }
 
 /// Appends `101 Switching Protocols` for a validated request.
-pub(crate) fn encode_switching(out: &mut impl BufMut, accept: &str, opts: &AcceptOptions) -> Result<(), SendError> {
+pub(crate) fn encode_switching(
+    out: &mut impl BufMut,
+    accept: &str,
+    opts: &AcceptOptions,
+) -> Result<(), SendError> {
     check_headers(&opts.headers)?;
     if let Some(p) = &opts.protocol
         && !header_is_safe("Sec-WebSocket-Protocol", p)
     {
         return Err(SendError::InvalidHeader("Sec-WebSocket-Protocol".into()));
     }
-    put_str(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    put_str(
+        out,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
     put_str(out, &format!("Sec-WebSocket-Accept: {accept}\r\n"));
     if let Some(protocol) = &opts.protocol {
         put_str(out, &format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
@@ -141,9 +157,14 @@ mod tests {
     #[test]
     fn rejection_for_wrong_version_names_version_13() {
         let mut out = Vec::new();
-        HttpResponse::for_error(&HandshakeError::UnsupportedVersion).encode(&mut out).unwrap();
+        HttpResponse::for_error(&HandshakeError::UnsupportedVersion)
+            .encode(&mut out)
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{text}"
+        );
         assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
     }

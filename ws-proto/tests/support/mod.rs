@@ -66,7 +66,14 @@ pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 pub fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = Vec::new();
-    FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 }.encode(&mut out);
+    FrameHeader {
+        fin,
+        rsv,
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    }
+    .encode(&mut out);
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {

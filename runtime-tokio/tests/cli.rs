@@ -1,0 +1,6 @@
+//! The `ws-tokio` binary's command-line forms.
+
+#[test]
+fn echo_and_client_subcommands() {
+    ws_tests::cli::check_cli(env!("CARGO_BIN_EXE_ws-tokio"));
+}

@@ -1,0 +1,233 @@
+//! Authentication and authorisation hooks, and a built-in HMAC token scheme.
+
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::error::AuthError;
+use crate::id::{ConnId, Identity, RoomName, UserId};
+
+/// What an authenticator gets to decide on a new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// The connection being opened.
+    pub conn: ConnId,
+    /// The token from the query string (`?token=`) or a header, if any.
+    pub token: Option<&'a str>,
+    /// The peer address, if known.
+    pub remote_addr: Option<SocketAddr>,
+    /// Current Unix time in seconds, read by the adapter (the hub reads no
+    /// clocks); used to check token expiry.
+    pub now_unix_secs: u64,
+}
+
+/// Decides who a connection belongs to, before the WebSocket upgrade is
+/// accepted. The adapter calls [`Hub::authenticate`](crate::Hub::authenticate)
+/// and answers HTTP 401 on error.
+pub trait Authenticator: Send + Sync {
+    /// Maps credentials to an identity or rejects them.
+    fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError>;
+}
+
+/// The default authenticator: everybody is an anonymous user named
+/// `anon-<conn>`. Adapters SHOULD NOT reuse [`ConnId`]s (a `u64` counter
+/// never wraps), or two anonymous users could share a name over time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAnonymous;
+
+impl Authenticator for AllowAnonymous {
+    fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        Ok(anonymous(req.conn))
+    }
+}
+
+fn anonymous(conn: ConnId) -> Identity {
+    Identity::anonymous(format!("anon-{}", conn.0))
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Shared-secret HMAC-SHA256 tokens: `<user>.<expiry>.<signature>`.
+///
+/// `<user>` is the user id in unpadded base64url (so it may contain any
+/// character), `<expiry>` the expiry as decimal Unix seconds and
+/// `<signature>` the unpadded base64url HMAC-SHA256 of `<user>.<expiry>`
+/// under the shared secret. An application server mints tokens with
+/// [`HmacTokenAuth::issue`] (or any HMAC library); the hub verifies them in
+/// constant time.
+#[derive(Clone)]
+pub struct HmacTokenAuth {
+    secret: Vec<u8>,
+    allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for HmacTokenAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacTokenAuth")
+            .field("secret", &"<redacted>")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+impl HmacTokenAuth {
+    /// Verifies tokens signed with `secret`; connections without a token
+    /// are rejected.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+            allow_anonymous: false,
+        }
+    }
+
+    /// Whether connections without a token become anonymous users instead
+    /// of being rejected (an invalid token is always rejected).
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
+        self
+    }
+
+    fn mac(&self, signed: &str) -> Option<HmacSha256> {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).ok()?;
+        mac.update(signed.as_bytes());
+        Some(mac)
+    }
+
+    /// Mints a token for `user` valid until `expires_unix_secs`.
+    pub fn issue(&self, user: &str, expires_unix_secs: u64) -> String {
+        let signed = format!("{}.{expires_unix_secs}", URL_SAFE_NO_PAD.encode(user));
+        let sig = self
+            .mac(&signed)
+            .map(|m| URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+            .unwrap_or_default();
+        format!("{signed}.{sig}")
+    }
+
+    /// Checks a token at `now_unix_secs`.
+    pub fn verify(&self, token: &str, now_unix_secs: u64) -> Result<UserId, AuthError> {
+        let (signed, sig) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
+        let (user_b64, expiry) = signed.split_once('.').ok_or(AuthError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| AuthError::Malformed)?;
+        let mac = self.mac(signed).ok_or(AuthError::BadSignature)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| AuthError::BadSignature)?;
+        let expiry: u64 = expiry.parse().map_err(|_| AuthError::Malformed)?;
+        if now_unix_secs >= expiry {
+            return Err(AuthError::Expired);
+        }
+        let user = URL_SAFE_NO_PAD
+            .decode(user_b64)
+            .map_err(|_| AuthError::Malformed)?;
+        let user = String::from_utf8(user).map_err(|_| AuthError::Malformed)?;
+        if user.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        Ok(UserId::new(user))
+    }
+}
+
+impl Authenticator for HmacTokenAuth {
+    fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        match req.token {
+            Some(t) => self.verify(t, req.now_unix_secs).map(|user| Identity {
+                user,
+                anonymous: false,
+            }),
+            None if self.allow_anonymous => Ok(anonymous(req.conn)),
+            None => Err(AuthError::MissingToken),
+        }
+    }
+}
+
+/// Decides what an identified user may do. Every method defaults to
+/// allowing; override the ones you need.
+pub trait Authoriser: Send + Sync {
+    /// May `user` join `room`? Refusal nacks the join with `forbidden`.
+    fn may_join(&self, user: &UserId, room: &RoomName) -> bool {
+        let _ = (user, room);
+        true
+    }
+
+    /// May `user` publish to `room` (of which it is a member)?
+    fn may_publish(&self, user: &UserId, room: &RoomName) -> bool {
+        let _ = (user, room);
+        true
+    }
+
+    /// May `user` send a direct message to `to`?
+    fn may_send(&self, user: &UserId, to: &UserId) -> bool {
+        let _ = (user, to);
+        true
+    }
+
+    /// May `user` broadcast to every connection?
+    fn may_broadcast(&self, user: &UserId) -> bool {
+        let _ = user;
+        true
+    }
+}
+
+/// The default authoriser: allows everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Authoriser for AllowAll {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(token: Option<&str>, now: u64) -> AuthRequest<'_> {
+        AuthRequest {
+            conn: ConnId(7),
+            token,
+            remote_addr: None,
+            now_unix_secs: now,
+        }
+    }
+
+    #[test]
+    fn anonymous_default() {
+        let id = AllowAnonymous.authenticate(&req(Some("x"), 0)).ok();
+        assert_eq!(id, Some(Identity::anonymous("anon-7")));
+    }
+
+    #[test]
+    fn hmac_round_trip_and_failures() {
+        let a = HmacTokenAuth::new(b"secret".to_vec());
+        let t = a.issue("alice.smith", 1000);
+        assert_eq!(a.verify(&t, 999), Ok(UserId::new("alice.smith")));
+        assert_eq!(a.verify(&t, 1000), Err(AuthError::Expired));
+        let other = HmacTokenAuth::new(b"other".to_vec());
+        assert_eq!(other.verify(&t, 0), Err(AuthError::BadSignature));
+        // Tampered expiry.
+        let forged = t.replacen(".1000.", ".9999.", 1);
+        assert_eq!(a.verify(&forged, 0), Err(AuthError::BadSignature));
+        assert_eq!(a.verify("garbage", 0), Err(AuthError::Malformed));
+        assert_eq!(a.verify("a.b.!!!", 0), Err(AuthError::Malformed));
+        assert_eq!(a.verify("", 0), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(&req(None, 0)), Err(AuthError::MissingToken));
+        let anon = a.clone().allow_anonymous(true);
+        assert_eq!(
+            anon.authenticate(&req(None, 0)),
+            Ok(Identity::anonymous("anon-7"))
+        );
+        assert_eq!(
+            anon.authenticate(&req(Some(&t), 5)),
+            Ok(Identity::user("alice.smith"))
+        );
+        assert!(!format!("{a:?}").contains("secret\""));
+    }
+
+    #[test]
+    fn allow_all() {
+        let z = AllowAll;
+        assert!(z.may_join(&UserId::new("u"), &RoomName::new("r")));
+        assert!(z.may_broadcast(&UserId::new("u")));
+    }
+}

@@ -1,0 +1,129 @@
+//! Inputs to the hub.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::bus::BusMessage;
+use crate::id::{ConnId, Identity};
+
+/// A client's request to resume an earlier session, taken from the
+/// upgrade request's query string (`?session=<id>&last_seq=<n>`, see
+/// [`ResumeRequest::from_query`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The session id from the earlier `welcome`.
+    pub session: String,
+    /// The highest `seq` the client received (0 if none).
+    pub last_seq: u64,
+}
+
+impl ResumeRequest {
+    /// Extracts `session` and `last_seq` (default 0) from a query string
+    /// (with or without the leading `?`). Session ids are base64url, so no
+    /// percent-decoding is needed.
+    pub fn from_query(query: &str) -> Option<Self> {
+        let session = query_param(query, "session")?;
+        if session.is_empty() {
+            return None;
+        }
+        let last_seq = match query_param(query, "last_seq") {
+            Some(s) => s.parse().ok()?,
+            None => 0,
+        };
+        Some(Self {
+            session: session.to_owned(),
+            last_seq,
+        })
+    }
+}
+
+/// The raw value of `name` in a query string, if present (no
+/// percent-decoding).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Something that happened, pushed with [`Hub::handle`](crate::Hub::handle).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Command {
+    /// A WebSocket connection was accepted for `identity` (from
+    /// [`Hub::authenticate`](crate::Hub::authenticate)). The hub answers
+    /// with `welcome` (and `resumed`/`resume_failed` plus any replay when
+    /// `resume` is set), or closes it (1013 when full, 1001 when shutting
+    /// down).
+    Connected {
+        /// New, unused connection handle.
+        conn: ConnId,
+        /// Who it is.
+        identity: Identity,
+        /// The peer address, if known.
+        remote_addr: Option<SocketAddr>,
+        /// Resume an earlier session instead of starting a new one.
+        resume: Option<ResumeRequest>,
+    },
+    /// A complete WebSocket message from a client.
+    Received {
+        /// The sender.
+        conn: ConnId,
+        /// The message payload.
+        data: Bytes,
+        /// `true` for a text message, `false` for binary (refused).
+        is_text: bool,
+    },
+    /// Proof of life from `conn` that is not a message: a pong, or any
+    /// other traffic. Feeds the heartbeat deadline, not idle eviction.
+    Activity {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The connection is gone (closed by the peer, an IO error, or after an
+    /// [`Action::Close`](crate::Action::Close)). Its session is kept for
+    /// resume. A no-op for unknown connections.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The adapter's [`OutboundQueue`](crate::OutboundQueue) for `conn`
+    /// overflowed. The hub emits `Close` 1013 and keeps the session for
+    /// resume.
+    Overflowed {
+        /// The slow connection.
+        conn: ConnId,
+    },
+    /// A message from another node, received from the bus.
+    Bus(BusMessage),
+    /// Graceful shutdown: every connection gets `Close` 1001, and new
+    /// connections are refused with 1001.
+    Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(
+            ResumeRequest::from_query("?token=x&session=abc&last_seq=12"),
+            Some(ResumeRequest {
+                session: "abc".into(),
+                last_seq: 12
+            })
+        );
+        assert_eq!(
+            ResumeRequest::from_query("session=abc").map(|r| r.last_seq),
+            Some(0)
+        );
+        assert_eq!(ResumeRequest::from_query("session=abc&last_seq=x"), None);
+        assert_eq!(ResumeRequest::from_query("token=1"), None);
+        assert_eq!(query_param("a&b=2", "a"), Some(""));
+        assert_eq!(query_param("", "a"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The timer set behind heartbeats, idle eviction, retransmission and
+//! session expiry.
+//!
+//! Every pending deadline is one entry in an ordered set, so
+//! [`Hub::poll_timeout`](crate::Hub::poll_timeout) is the set's minimum
+//! (O(log n)) and [`Hub::handle_timeout`](crate::Hub::handle_timeout) visits
+//! only the entries that are due. Nothing ever scans all connections, so the
+//! cost per tick does not grow with the number of idle connections.
+//!
+//! Deadlines that move forward on every message (liveness, idle) are checked
+//! lazily: the timer fires at the deadline computed when it was armed, and
+//! the handler re-arms it if traffic has since pushed the real deadline
+//! later. A busy connection therefore costs one timer update per interval,
+//! not one per message.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::time::Instant;
+
+use crate::id::ConnId;
+use crate::session::SessionKey;
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Close the connection if it has been silent past the deadline.
+    /// (Ordered first: a connection due both a ping and a close at the same
+    /// instant is closed without a pointless last ping.)
+    Liveness(ConnId),
+    /// Close the connection if it has sent no message for the idle timeout.
+    Idle(ConnId),
+    /// Retransmit unacknowledged messages.
+    Retransmit(ConnId),
+    /// Send a ping if the connection has been quiet for an interval.
+    Ping(ConnId),
+    /// Drop a detached session whose retention time is over.
+    SessionExpiry(SessionKey),
+}
+
+/// An ordered set of `(deadline, key)` with at most one deadline per key.
+#[derive(Debug)]
+pub(crate) struct TimerSet<K> {
+    by_time: BTreeSet<(Instant, K)>,
+    by_key: HashMap<K, Instant>,
+}
+
+impl<K: Ord + Hash + Copy> Default for TimerSet<K> {
+    fn default() -> Self {
+        Self {
+            by_time: BTreeSet::new(),
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Hash + Copy> TimerSet<K> {
+    /// Arms (or re-arms) `key` to fire at `at`.
+    pub(crate) fn set(&mut self, key: K, at: Instant) {
+        if let Some(old) = self.by_key.insert(key, at) {
+            self.by_time.remove(&(old, key));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    /// Disarms `key`; a no-op if it is not armed.
+    pub(crate) fn cancel(&mut self, key: K) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.by_time.remove(&(old, key));
+        }
+    }
+
+    /// The deadline of `key`, if armed.
+    pub(crate) fn get(&self, key: K) -> Option<Instant> {
+        self.by_key.get(&key).copied()
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.by_time.first().map(|&(t, _)| t)
+    }
+
+    /// Removes and returns the earliest timer if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
+        let &(at, key) = self.by_time.first()?;
+        if at > now {
+            return None;
+        }
+        self.by_time.pop_first();
+        self.by_key.remove(&key);
+        Some((at, key))
+    }
+
+    /// Number of armed timers.
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ordered_and_rearmable() {
+        let t0 = crate::test_instant();
+        let s = Duration::from_secs;
+        let mut t = TimerSet::default();
+        t.set(Timer::Ping(ConnId(1)), t0 + s(30));
+        t.set(Timer::Ping(ConnId(2)), t0 + s(10));
+        t.set(Timer::Liveness(ConnId(1)), t0 + s(20));
+        assert_eq!(t.next(), Some(t0 + s(10)));
+        t.set(Timer::Ping(ConnId(2)), t0 + s(40));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.next(), Some(t0 + s(20)));
+        assert_eq!(t.pop_due(t0 + s(19)), None);
+        assert_eq!(
+            t.pop_due(t0 + s(35)),
+            Some((t0 + s(20), Timer::Liveness(ConnId(1))))
+        );
+        assert_eq!(
+            t.pop_due(t0 + s(35)),
+            Some((t0 + s(30), Timer::Ping(ConnId(1))))
+        );
+        assert_eq!(t.pop_due(t0 + s(35)), None);
+        t.cancel(Timer::Ping(ConnId(2)));
+        assert_eq!(t.next(), None);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.get(Timer::Ping(ConnId(2))), None);
+    }
+}

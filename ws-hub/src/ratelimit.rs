@@ -1,0 +1,147 @@
+//! Per-connection token bucket and abuse (violation) window.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Milli-tokens per token: integer arithmetic keeps the bucket exact and
+/// deterministic.
+const MILLI: u64 = 1000;
+
+/// A token bucket: `burst` tokens, refilled at `rate_per_sec`.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
+    tokens: u64,
+    capacity: u64,
+    rate_per_sec: u64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(crate) fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+        let capacity = u64::from(burst) * MILLI;
+        Self {
+            tokens: capacity,
+            capacity,
+            rate_per_sec: u64::from(rate_per_sec),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        let add = elapsed
+            .as_nanos()
+            .saturating_mul(u128::from(self.rate_per_sec) * u128::from(MILLI))
+            / 1_000_000_000;
+        if add > 0 {
+            let add = u64::try_from(add).unwrap_or(u64::MAX);
+            self.tokens = self.tokens.saturating_add(add).min(self.capacity);
+            // Only advance when something was credited, so frequent calls
+            // do not lose the fractional remainder forever.
+            self.last = now;
+        }
+    }
+
+    /// Takes one token if available.
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= MILLI {
+            self.tokens -= MILLI;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Counts protocol violations in a sliding time window; memory is bounded
+/// by `max` instants.
+#[derive(Debug, Clone)]
+pub(crate) struct ViolationWindow {
+    times: VecDeque<Instant>,
+    max: usize,
+    window: Duration,
+}
+
+impl ViolationWindow {
+    pub(crate) fn new(max: usize, window: Duration) -> Self {
+        Self {
+            times: VecDeque::new(),
+            max,
+            window,
+        }
+    }
+
+    /// Records one violation; returns `true` when more than `max`
+    /// violations happened within the window (the connection should go).
+    pub(crate) fn record(&mut self, now: Instant) -> bool {
+        while let Some(&t) = self.times.front() {
+            if now.saturating_duration_since(t) >= self.window {
+                self.times.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.times.len() >= self.max {
+            return true;
+        }
+        self.times.push_back(now);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_burst_then_refill() {
+        let t0 = crate::test_instant();
+        let mut b = TokenBucket::new(2, 3, t0);
+        assert!(b.try_take(t0));
+        assert!(b.try_take(t0));
+        assert!(b.try_take(t0));
+        assert!(!b.try_take(t0));
+        // 2 tokens/s: one token after 500 ms, not before.
+        assert!(!b.try_take(t0 + Duration::from_millis(499)));
+        assert!(b.try_take(t0 + Duration::from_millis(500)));
+        assert!(!b.try_take(t0 + Duration::from_millis(500)));
+        // Long idle refills to burst only.
+        let t1 = t0 + Duration::from_secs(3600);
+        assert!(b.try_take(t1));
+        assert!(b.try_take(t1));
+        assert!(b.try_take(t1));
+        assert!(!b.try_take(t1));
+    }
+
+    #[test]
+    fn bucket_does_not_lose_fractions() {
+        let t0 = crate::test_instant();
+        let mut b = TokenBucket::new(1, 1, t0);
+        assert!(b.try_take(t0));
+        // Poll every 100 us; a token must appear after 1 s.
+        let mut got = false;
+        for i in 1..=10_000u64 {
+            if b.try_take(t0 + Duration::from_micros(100 * i)) {
+                got = true;
+                assert_eq!(i, 10_000);
+            }
+        }
+        assert!(got);
+    }
+
+    #[test]
+    fn violations_window() {
+        let t0 = crate::test_instant();
+        let mut v = ViolationWindow::new(2, Duration::from_secs(10));
+        assert!(!v.record(t0));
+        assert!(!v.record(t0));
+        assert!(v.record(t0));
+        let mut v = ViolationWindow::new(2, Duration::from_secs(10));
+        assert!(!v.record(t0));
+        assert!(!v.record(t0 + Duration::from_secs(5)));
+        assert!(!v.record(t0 + Duration::from_secs(10)));
+        assert!(v.record(t0 + Duration::from_secs(11)));
+    }
+}

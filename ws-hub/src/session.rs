@@ -1,0 +1,315 @@
+//! Sessions: per-session sequence numbers, the bounded replay buffer used
+//! for resume, and the unacknowledged set used for delivery acks.
+//!
+//! A session outlives its connection: when the connection drops the session
+//! is *detached* and kept for the retention time, still a member of its
+//! rooms, so every message it misses is numbered and buffered. The buffer
+//! is a ring bounded by count and bytes that is also filled while the
+//! session is attached, because messages in flight when a socket dies are
+//! missed too. A resume presenting `last_seq` is served from the ring if it
+//! still holds everything after `last_seq`; otherwise it is an overflow.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::action::Payload;
+use crate::id::{ConnId, RoomName, UserId};
+use crate::protocol::message_head;
+
+/// A session id as given to clients in `welcome` (opaque, 43 characters
+/// of base64url). Unforgeable without [`HubConfig::session_key`](crate::HubConfig::session_key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+impl SessionId {
+    /// The string form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Internal handle of a session (a counter, unique per hub instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionKey(pub(crate) u64);
+
+/// Mints and checks session ids: `base64url(seed || counter || tag)` with
+/// `tag` the first 16 bytes of HMAC-SHA256(key, seed || counter). The seed
+/// distinguishes runs of the hub, so an id from an earlier run is reported
+/// as `expired`, never confused with a new session.
+pub(crate) struct SessionMinter {
+    key: [u8; 32],
+    seed: u64,
+}
+
+impl fmt::Debug for SessionMinter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionMinter").finish_non_exhaustive()
+    }
+}
+
+/// What a presented session id turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ParsedSession {
+    /// Issued by this run of the hub.
+    Ours(SessionKey),
+    /// Issued under the same key by an earlier run (or another node).
+    Foreign,
+    /// Not a session id we could have issued.
+    Invalid,
+}
+
+const ID_RAW_LEN: usize = 32;
+const ID_TEXT_LEN: usize = 43;
+
+impl SessionMinter {
+    pub(crate) fn new(key: [u8; 32], seed: u64) -> Self {
+        Self { key, seed }
+    }
+
+    fn tag(&self, seed: u64, counter: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) {
+            mac.update(&seed.to_be_bytes());
+            mac.update(&counter.to_be_bytes());
+            let full = mac.finalize().into_bytes();
+            for (o, b) in out.iter_mut().zip(full.iter()) {
+                *o = *b;
+            }
+        }
+        out
+    }
+
+    pub(crate) fn mint(&self, key: SessionKey) -> SessionId {
+        let mut raw = [0u8; ID_RAW_LEN];
+        raw[..8].copy_from_slice(&self.seed.to_be_bytes());
+        raw[8..16].copy_from_slice(&key.0.to_be_bytes());
+        raw[16..].copy_from_slice(&self.tag(self.seed, key.0));
+        SessionId(Arc::from(URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    pub(crate) fn parse(&self, text: &str) -> ParsedSession {
+        if text.len() != ID_TEXT_LEN {
+            return ParsedSession::Invalid;
+        }
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(text) else {
+            return ParsedSession::Invalid;
+        };
+        let Ok(raw) = <[u8; ID_RAW_LEN]>::try_from(raw.as_slice()) else {
+            return ParsedSession::Invalid;
+        };
+        let (seed, rest) = raw.split_at(8);
+        let (counter, tag) = rest.split_at(8);
+        let (Ok(seed), Ok(counter)) = (<[u8; 8]>::try_from(seed), <[u8; 8]>::try_from(counter))
+        else {
+            return ParsedSession::Invalid;
+        };
+        let (seed, counter) = (u64::from_be_bytes(seed), u64::from_be_bytes(counter));
+        // Constant-time comparison of the tag.
+        let expect = self.tag(seed, counter);
+        let diff = expect
+            .iter()
+            .zip(tag.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            ParsedSession::Invalid
+        } else if seed == self.seed {
+            ParsedSession::Ours(SessionKey(counter))
+        } else {
+            ParsedSession::Foreign
+        }
+    }
+}
+
+/// Ring of the most recent messages of a session, bounded by count and
+/// bytes (a message's full length counts, although bodies are shared).
+#[derive(Debug)]
+pub(crate) struct ReplayBuffer {
+    items: VecDeque<(u64, Payload)>,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+    /// Highest sequence number evicted (0: none yet).
+    lost_upto: u64,
+}
+
+impl ReplayBuffer {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_messages,
+            max_bytes,
+            lost_upto: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, seq: u64, payload: Payload) {
+        self.bytes += payload.len();
+        self.items.push_back((seq, payload));
+        while self.items.len() > self.max_messages || self.bytes > self.max_bytes {
+            let Some((s, p)) = self.items.pop_front() else {
+                break;
+            };
+            self.bytes -= p.len();
+            self.lost_upto = s;
+        }
+    }
+
+    /// Every buffered message after `last_seq`, in order, or `None` if some
+    /// of them were evicted.
+    pub(crate) fn after(&self, last_seq: u64) -> Option<impl Iterator<Item = (u64, &Payload)>> {
+        if last_seq < self.lost_upto {
+            return None;
+        }
+        Some(
+            self.items
+                .iter()
+                .filter(move |(s, _)| *s > last_seq)
+                .map(|(s, p)| (*s, p)),
+        )
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A delivered message awaiting the client's delivery ack.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    pub(crate) payload: Payload,
+    pub(crate) attempts: u32,
+    pub(crate) due: Instant,
+}
+
+/// One client session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) user: UserId,
+    pub(crate) anonymous: bool,
+    /// The attached connection; `None` while detached.
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) rooms: BTreeSet<RoomName>,
+    next_seq: u64,
+    pub(crate) replay: ReplayBuffer,
+    pub(crate) delivery_acks: bool,
+    pub(crate) unacked: BTreeMap<u64, Unacked>,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, user: UserId, anonymous: bool, replay: ReplayBuffer) -> Self {
+        Self {
+            id,
+            user,
+            anonymous,
+            conn: None,
+            rooms: BTreeSet::new(),
+            next_seq: 1,
+            replay,
+            delivery_acks: false,
+            unacked: BTreeMap::new(),
+        }
+    }
+
+    /// The last sequence number issued (0: none yet).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Starts tracking a delivered message for delivery acks; `false` if
+    /// the session already has `max` unacknowledged messages.
+    pub(crate) fn track(&mut self, seq: u64, payload: &Payload, due: Instant, max: usize) -> bool {
+        if self.unacked.len() >= max {
+            return false;
+        }
+        self.unacked.insert(
+            seq,
+            Unacked {
+                payload: payload.clone(),
+                attempts: 0,
+                due,
+            },
+        );
+        true
+    }
+
+    /// Numbers a message for this session and buffers it for replay;
+    /// returns the per-receiver payload (its body shares `body`).
+    pub(crate) fn stamp(&mut self, body: &Bytes) -> (u64, Payload) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let payload = Payload {
+            head: message_head(seq),
+            body: body.clone(),
+            essential: false,
+        };
+        self.replay.push(seq, payload.clone());
+        (seq, payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_verify() {
+        let m = SessionMinter::new([7; 32], 42);
+        let id = m.mint(SessionKey(5));
+        assert_eq!(id.as_str().len(), ID_TEXT_LEN);
+        assert_eq!(m.parse(id.as_str()), ParsedSession::Ours(SessionKey(5)));
+        let earlier_run = SessionMinter::new([7; 32], 41).mint(SessionKey(5));
+        assert_eq!(m.parse(earlier_run.as_str()), ParsedSession::Foreign);
+        let other_key = SessionMinter::new([8; 32], 42).mint(SessionKey(5));
+        assert_eq!(m.parse(other_key.as_str()), ParsedSession::Invalid);
+        assert_eq!(m.parse("short"), ParsedSession::Invalid);
+        assert_eq!(m.parse(&"!".repeat(43)), ParsedSession::Invalid);
+        let mut tampered = id.as_str().to_owned();
+        tampered.replace_range(20..21, if &tampered[20..21] == "A" { "B" } else { "A" });
+        assert_eq!(m.parse(&tampered), ParsedSession::Invalid);
+    }
+
+    #[test]
+    fn replay_ring_bounds_and_gaps() {
+        let mut r = ReplayBuffer::new(3, 1000);
+        let p = |n: usize| Payload {
+            head: Bytes::new(),
+            body: Bytes::from(vec![0; n]),
+            essential: false,
+        };
+        for s in 1..=5 {
+            r.push(s, p(10));
+        }
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.after(2).map(Iterator::count), Some(3));
+        assert_eq!(r.after(4).map(Iterator::count), Some(1));
+        assert_eq!(r.after(5).map(Iterator::count), Some(0));
+        assert!(r.after(1).is_none());
+        let mut r = ReplayBuffer::new(100, 25);
+        r.push(1, p(10));
+        r.push(2, p(10));
+        r.push(3, p(10));
+        assert_eq!(r.bytes(), 20);
+        assert!(r.after(0).is_none());
+        assert_eq!(r.after(1).map(Iterator::count), Some(2));
+    }
+}
