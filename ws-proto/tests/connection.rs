@@ -23,7 +23,7 @@ fn closed_with(events: &[Event], expected: CloseCode) {
 
 /// Feeds raw client bytes to an open server; returns its events and the
 /// frames it wrote back.
-fn server_reacts(input: &[u8]) -> (Vec<Event>, Vec<(bool, u8, Vec<u8>)>) {
+fn server_reacts(input: &[u8]) -> (Vec<Event>, Vec<RawFrame>) {
     let now = Instant::now();
     let mut s = open_server(Config::default(), now);
     s.handle_data(now, input);

@@ -82,8 +82,11 @@ pub fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u
     out
 }
 
-/// Decodes unmasked server frames into (fin, opcode, payload).
-pub fn parse_frames(mut wire: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
+/// A decoded frame: (fin, opcode, payload).
+pub type RawFrame = (bool, u8, Vec<u8>);
+
+/// Decodes unmasked server frames.
+pub fn parse_frames(mut wire: &[u8]) -> Vec<RawFrame> {
     let mut frames = Vec::new();
     while let Some((h, n)) = FrameHeader::decode(wire).unwrap() {
         let len = h.payload_len as usize;
