@@ -13,6 +13,7 @@ use ws_runtime_common::shutdown::Shutdown;
 use ws_runtime_common::{Runtime, WsConfig};
 
 pub mod cli;
+pub mod redis;
 
 /// Which runtime a side runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,51 +98,71 @@ impl Drop for TestServer {
     }
 }
 
+/// Starts a server in its own thread: `$serve` is an async expression
+/// using `$r` (the runtime), `$listener` and `$stop` (its `Shutdown`),
+/// compiled once per runtime.
+macro_rules! start_server {
+    ($which:expr, |$r:ident, $listener:ident, $stop:ident| $serve:expr) => {{
+        let shutdown = Shutdown::new();
+        let (tx, rx) = mpsc::channel();
+        let $stop = shutdown.clone();
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let which = $which;
+        let thread = std::thread::spawn(move || match which {
+            Rt::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let $r = runtime_tokio::TokioRuntime;
+                runtime.block_on(async move {
+                    let $listener = $r.bind(addr).await.expect("bind");
+                    tx.send(runtime_tokio::TokioRuntime::local_addr(&$listener).expect("addr"))
+                        .expect("send");
+                    $serve.await
+                });
+            }
+            Rt::Smol => {
+                let executor = Arc::new(async_executor::Executor::new());
+                let $r = runtime_smol::SmolRuntime::with_executor(executor.clone());
+                async_io::block_on(executor.run(async move {
+                    let $listener = $r.bind(addr).await.expect("bind");
+                    tx.send(runtime_smol::SmolRuntime::local_addr(&$listener).expect("addr"))
+                        .expect("send");
+                    $serve.await
+                }));
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started");
+        TestServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }};
+}
+
+/// Starts the hub server (`serve`) on `rt` with `config` on a free
+/// loopback port (`config.listen` is ignored).
+pub fn start_hub(rt: Rt, config: ws_runtime_common::server::ServerConfig) -> TestServer {
+    start_server!(rt, |r, listener, stop| async move {
+        ws_runtime_common::server::serve(r, listener, config, stop)
+            .await
+            .expect("serve");
+    })
+}
+
 /// Starts the echo server on `rt` with `config` on a free loopback port.
 pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
-    let shutdown = Shutdown::new();
-    let (tx, rx) = mpsc::channel();
-    let stop = shutdown.clone();
     let grace = Duration::from_secs(5);
-    let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let thread = std::thread::spawn(move || match rt {
-        Rt::Tokio => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let r = runtime_tokio::TokioRuntime;
-            runtime.block_on(async move {
-                let listener = r.bind(addr).await.expect("bind");
-                tx.send(runtime_tokio::TokioRuntime::local_addr(&listener).expect("addr"))
-                    .expect("send");
-                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
-                    .await
-                    .expect("serve");
-            });
-        }
-        Rt::Smol => {
-            let executor = Arc::new(async_executor::Executor::new());
-            let r = runtime_smol::SmolRuntime::with_executor(executor.clone());
-            async_io::block_on(executor.run(async move {
-                let listener = r.bind(addr).await.expect("bind");
-                tx.send(runtime_smol::SmolRuntime::local_addr(&listener).expect("addr"))
-                    .expect("send");
-                ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
-                    .await
-                    .expect("serve");
-            }));
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    TestServer {
-        addr,
-        shutdown,
-        thread: Some(thread),
-    }
+    start_server!(rt, |r, listener, stop| async move {
+        ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
+            .await
+            .expect("serve");
+    })
 }
 
 /// A raw TCP client that has completed the upgrade handshake, for peers

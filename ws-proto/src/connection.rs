@@ -397,6 +397,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends one text message whose payload is the concatenation of
+    /// `parts`, queued without copying large parts. The caller promises
+    /// the concatenation is UTF-8 (for instance JSON it serialised); it is
+    /// not re-checked, and a wrong promise makes the peer close with 1007.
+    pub fn send_text_bytes(&mut self, parts: &[Bytes]) -> Result<(), SendError> {
+        self.check_open()?;
+        self.encode_message(OpCode::Text, parts);
+        Ok(())
+    }
+
     /// Server: queues a frame encoded once for many connections; the
     /// payload is shared, not copied.
     pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {

@@ -36,6 +36,20 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the hub server: rooms, direct messages, broadcast, acks,
+    /// de-duplication, resume and heartbeats over WebSocket (protocol in
+    /// docs/PROTOCOL.md), with `GET /healthz` and `GET /metrics` on the same
+    /// port. Settings come from flags, then `WS_*` environment variables,
+    /// then the TOML file, then defaults. Serves until SIGINT/SIGTERM, then
+    /// closes every client with 1001.
+    Serve {
+        /// TOML file with settings (keys are the flag names with `_`).
+        #[arg(long, env = "WS_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Every setting.
+        #[command(flatten)]
+        settings: crate::server::Settings,
+    },
     /// Echo every text and binary message back (the Autobahn server).
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
     Echo {
@@ -130,6 +144,7 @@ pub fn init_tracing(default_filter: &str) {
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
 pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
+        Command::Serve { config, settings } => serve(rt, config.as_deref(), settings).await,
         Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
         Command::AutobahnClient { url, agent, limits } => match limits.config() {
             Ok(config) => run_autobahn_client(rt, &url, &agent, config)
@@ -162,6 +177,28 @@ async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Resu
     tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
     serve_echo(rt, listener, config, shutdown, grace).await?;
+    Ok(0)
+}
+
+async fn serve<R: Runtime>(
+    rt: R,
+    file: Option<&std::path::Path>,
+    flags: crate::server::Settings,
+) -> Result<i32, WsError> {
+    let settings = match file {
+        Some(path) => match crate::server::Settings::from_file(path) {
+            Ok(from_file) => flags.merge(from_file),
+            Err(e) => return Err(WsError::Config(e.to_string())),
+        },
+        None => flags,
+    };
+    let config = crate::server::ServerConfig::from_settings(&settings)
+        .map_err(|e| WsError::Config(e.to_string()))?;
+    let listener = rt.bind(config.listen).await?;
+    let shutdown = Shutdown::new();
+    on_signals(shutdown.clone())?;
+    tracing::info!(addr = %R::local_addr(&listener)?, node = %config.hub.node_id, redis = ?config.redis, "hub server listening");
+    crate::server::serve(rt, listener, config, shutdown).await?;
     Ok(0)
 }
 

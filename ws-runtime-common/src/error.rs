@@ -20,8 +20,8 @@ pub enum WsError {
     #[error(transparent)]
     Send(#[from] ws_proto::SendError),
     /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ws_proto::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The outbound buffer is over its bound (from the non-waiting calls).
     #[error("outbound buffer is full ({0} bytes queued)")]
     Backpressure(usize),
@@ -43,9 +43,15 @@ pub enum WsError {
 impl From<ws_proto::ClientError> for WsError {
     fn from(e: ws_proto::ClientError) -> Self {
         match e {
-            ws_proto::ClientError::Config(c) => Self::Config(c),
+            ws_proto::ClientError::Config(c) => Self::Config(c.to_string()),
             ws_proto::ClientError::Request(s) => Self::Send(s),
             _ => Self::Url(e.to_string()),
         }
+    }
+}
+
+impl From<ws_proto::ConfigError> for WsError {
+    fn from(e: ws_proto::ConfigError) -> Self {
+        Self::Config(e.to_string())
     }
 }

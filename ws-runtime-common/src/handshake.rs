@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use futures_lite::future;
 use ws_proto::{
     AcceptOptions, ClientRequest, Connection, Event, HttpResponse, Request, SeededMaskKeys,
-    ServerResponse,
+    SendError, ServerResponse,
 };
 
 use crate::error::WsError;
@@ -44,10 +44,12 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     }
 }
 
-/// Server: reads the upgrade request from `io`, lets `decide` accept it or
-/// answer it with plain HTTP, and returns the open WebSocket. Invalid
-/// upgrade requests are refused with the matching status before `decide`
-/// is asked. The handshake timeout of `config` applies.
+/// Server: reads the request head from `io` and lets `decide` accept it
+/// or answer it with plain HTTP (health checks and metrics on the same
+/// port, rejections). `decide` sees every request, upgrades or not; when it
+/// accepts a request that is not a valid upgrade, the request is refused
+/// with the matching status (400, 405, 426). The handshake timeout of
+/// `config` applies.
 pub async fn accept_with<T, R, F>(
     rt: R,
     io: T,
@@ -64,23 +66,19 @@ where
     let Event::Request(request) = poll_fn(|cx| inner.poll_handshake(cx)).await? else {
         return Err(WsError::Closed);
     };
-    let decision = match request.upgrade_error() {
-        Some(err) => Decision::Respond(HttpResponse::for_error(err)),
-        None => decide(&request),
+    let response = match decide(&request) {
+        Decision::Accept(options) => match inner.conn.accept(options) {
+            Ok(()) => return Ok(WebSocket::from_inner(inner)),
+            Err(SendError::NotUpgradable(e)) => HttpResponse::for_error(&e),
+            Err(e) => return Err(e.into()),
+        },
+        Decision::Respond(response) => response,
     };
-    match decision {
-        Decision::Accept(options) => {
-            inner.conn.accept(options)?;
-            Ok(WebSocket::from_inner(inner))
-        }
-        Decision::Respond(response) => {
-            let status = response.status;
-            inner.conn.respond(response)?;
-            // Write the response and shut down; errors no longer matter.
-            let _ = poll_fn(|cx| inner.poll_incoming(cx)).await;
-            Err(WsError::Refused(status))
-        }
-    }
+    let status = response.status;
+    inner.conn.respond(response)?;
+    // Write the response and shut down; errors no longer matter.
+    let _ = poll_fn(|cx| inner.poll_incoming(cx)).await;
+    Err(WsError::Refused(status))
 }
 
 /// Server: accepts any valid upgrade request (no subprotocol).

@@ -27,11 +27,13 @@
 #![deny(missing_docs)]
 
 pub mod autobahn;
+pub mod bus;
 pub mod cli;
 pub mod echo;
 mod error;
 mod handshake;
 mod runtime;
+pub mod server;
 pub mod shutdown;
 mod stream;
 mod url;

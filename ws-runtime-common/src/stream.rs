@@ -586,6 +586,43 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
         Ok(())
     }
 
+    /// Queues one text message made of `parts` (which together must be
+    /// UTF-8, see `ws_proto::Connection::send_text_bytes`) without waiting
+    /// and without copying large parts; fails with
+    /// [`WsError::Backpressure`] when the outbound buffer is full.
+    pub fn try_feed_text_bytes(&mut self, parts: &[Bytes]) -> Result<(), WsError> {
+        let mut inner = lock(&self.shared);
+        inner.check_room()?;
+        inner.conn.send_text_bytes(parts)?;
+        Ok(())
+    }
+
+    /// Queues one text message made of `parts` (together UTF-8) even when
+    /// the outbound buffer is over its bound: for callers that bound what
+    /// they queue themselves (the hub server's per-connection outbox).
+    pub fn queue_text_bytes(&mut self, parts: &[Bytes]) -> Result<(), WsError> {
+        lock(&self.shared).conn.send_text_bytes(parts)?;
+        Ok(())
+    }
+
+    /// Writes queued bytes; `Ready(Ok)` once the queue is empty. For
+    /// callers that combine writing with other work in one `poll`.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        lock(&self.shared).poll_flush(cx)
+    }
+
+    /// Queues a ping without waiting (something must flush it).
+    pub fn try_ping(&mut self, payload: Bytes) -> Result<(), WsError> {
+        lock(&self.shared).conn.ping(payload)?;
+        Ok(())
+    }
+
+    /// Queues a close frame without waiting; the read half completes the
+    /// close handshake (and enforces its timeout) as it keeps being polled.
+    pub fn begin_close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
+        lock(&self.shared).start_close(code, reason)
+    }
+
     /// Queues one text message made of `parts` without joining them.
     pub async fn feed_text_parts(&mut self, parts: &[Utf8Bytes]) -> Result<(), WsError> {
         poll_fn(|cx| {

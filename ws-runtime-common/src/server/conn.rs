@@ -1,0 +1,293 @@
+//! One client connection: the handshake (with plain HTTP, Origin, per-IP
+//! and token checks), then a loop that forwards received messages to the
+//! hub and writes what the hub queued in the connection's [`Outbox`].
+
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ws_hub::{AuthRequest, Command, ConnId, Identity, ResumeRequest};
+use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request};
+
+use super::Shared;
+use super::hub_task::ToHub;
+use super::metrics::ServerCounters;
+use super::outbox::{Outbox, Pending};
+use crate::error::WsError;
+use crate::handshake::{Decision, accept_with};
+use crate::runtime::{Runtime, Transport};
+use crate::stream::Incoming;
+
+/// Counts connections per IP address; a slot is released on drop.
+#[derive(Debug, Default)]
+pub(crate) struct IpLimiter {
+    counts: Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+pub(crate) struct IpSlot<'a> {
+    limiter: &'a IpLimiter,
+    ip: IpAddr,
+}
+
+impl IpLimiter {
+    /// Takes a slot for `ip`, unless it already holds `limit` (0: no limit).
+    pub(crate) fn acquire(&self, ip: IpAddr, limit: usize) -> Option<IpSlot<'_>> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { limiter: self, ip })
+    }
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .limiter
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the handshake decided about a request.
+enum Admission {
+    Upgrade {
+        identity: Identity,
+        resume: Option<ResumeRequest>,
+    },
+    Answered,
+}
+
+/// Serves one accepted TCP connection to the end.
+pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let slot = shared
+        .ip_limiter
+        .acquire(peer.ip(), shared.config.max_connections_per_ip);
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let mut admission = Admission::Answered;
+    let accepted = accept_with(rt, io, shared.config.ws.clone(), |req| {
+        let (decision, outcome) = decide(req, conn, peer, slot.is_some(), &shared);
+        admission = outcome;
+        decision
+    })
+    .await;
+    let ws = match accepted {
+        Ok(ws) => ws,
+        Err(WsError::Refused(_)) => return,
+        Err(e) => {
+            ServerCounters::bump(&shared.counters.handshake_failures);
+            tracing::debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let Admission::Upgrade { identity, resume } = admission else {
+        return;
+    };
+    ServerCounters::bump(&shared.counters.handshakes);
+    let outbox = Arc::new(Outbox::new(shared.config.hub.outbound.clone()));
+    let open = ToHub::Open {
+        conn,
+        outbox: outbox.clone(),
+        identity,
+        remote_addr: peer,
+        resume,
+    };
+    if shared.hub.send(open).await.is_err() {
+        return;
+    }
+    let (mut reader, mut writer) = ws.split();
+    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, &shared).await {
+        tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
+    }
+    let _ = shared
+        .hub
+        .send(ToHub::Command(Command::Disconnected { conn }))
+        .await;
+    drop(slot);
+}
+
+/// Chooses the answer to a request: health and metrics over plain HTTP,
+/// then the per-IP limit, the Origin allow-list and the token.
+fn decide(
+    req: &Request,
+    conn: ConnId,
+    peer: SocketAddr,
+    has_slot: bool,
+    shared: &Shared,
+) -> (Decision, Admission) {
+    let counters = &shared.counters;
+    let answer = |response: HttpResponse| (Decision::Respond(response), Admission::Answered);
+    if !req.is_upgrade() {
+        ServerCounters::bump(&counters.http_requests);
+        return match (req.method(), req.path()) {
+            ("GET", "/healthz") => answer(HttpResponse::text(200, "ok\n")),
+            ("GET", "/metrics") => {
+                let mut body = String::new();
+                let hub = shared.metrics.lock().map(|m| m.clone()).unwrap_or_default();
+                super::metrics::render(&hub, counters, &mut body);
+                if let Some(bus) = &shared.bus_stats {
+                    bus.render_prometheus(&mut body);
+                }
+                let mut response = HttpResponse::text(200, body);
+                response.content_type = "text/plain; version=0.0.4; charset=utf-8".into();
+                answer(response)
+            }
+            (_, "/healthz" | "/metrics") => answer(HttpResponse::text(405, "only GET\n")),
+            // Let the handshake refuse it with the precise reason.
+            _ if req.header("upgrade").is_some() => (
+                Decision::Accept(AcceptOptions::default()),
+                Admission::Answered,
+            ),
+            _ => answer(HttpResponse::text(
+                404,
+                "not found; WebSocket clients upgrade on any other path\n",
+            )),
+        };
+    }
+    if !has_slot {
+        ServerCounters::bump(&counters.ip_limit_refusals);
+        return answer(HttpResponse::text(
+            429,
+            "too many connections from this address",
+        ));
+    }
+    let origins = &shared.config.allowed_origins;
+    if !origins.is_empty() && !req.origin().is_some_and(|o| origins.iter().any(|a| a == o)) {
+        ServerCounters::bump(&counters.origin_refusals);
+        return answer(HttpResponse::text(403, "origin not allowed"));
+    }
+    let bearer = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let token = req.query_param("token").or(bearer);
+    let now_unix_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let auth = AuthRequest {
+        conn,
+        token,
+        remote_addr: Some(peer),
+        now_unix_secs,
+    };
+    match shared.authenticator.authenticate(&auth) {
+        Ok(identity) => {
+            let resume = req.query().and_then(ResumeRequest::from_query);
+            (
+                Decision::Accept(AcceptOptions::default()),
+                Admission::Upgrade { identity, resume },
+            )
+        }
+        Err(e) => {
+            ServerCounters::bump(&counters.auth_failures);
+            answer(HttpResponse::text(401, format!("unauthorized: {e}")))
+        }
+    }
+}
+
+enum Step {
+    Received(Result<Option<Incoming>, WsError>),
+    Outbox(Pending),
+    WriteFailed(WsError),
+}
+
+/// Moves messages both ways until the connection ends.
+async fn pump<T: Transport, R: Runtime>(
+    conn: ConnId,
+    reader: &mut crate::ReadHalf<T, R>,
+    writer: &mut crate::WriteHalf<T, R>,
+    outbox: &Outbox,
+    shared: &Shared,
+) -> Result<(), WsError> {
+    let bound = shared.config.socket_max_outbound;
+    let mut closing = false;
+    loop {
+        let step = {
+            let mut received = pin!(reader.recv_incoming());
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = received.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Received(r));
+                }
+                if writer.buffered() > 0
+                    && let Poll::Ready(Err(e)) = writer.poll_flush(cx)
+                {
+                    return Poll::Ready(Step::WriteFailed(e));
+                }
+                if closing {
+                    return Poll::Pending;
+                }
+                match outbox.poll_pending(cx) {
+                    // Room on the socket, or an order that does not need any.
+                    Poll::Ready(p) if writer.buffered() < bound || p.close.is_some() => {
+                        Poll::Ready(Step::Outbox(p))
+                    }
+                    _ => Poll::Pending,
+                }
+            })
+            .await
+        };
+        match step {
+            Step::Received(Ok(Some(Incoming::Message(message)))) if !closing => {
+                let (data, is_text) = match message {
+                    Message::Text(t) => (t.into_bytes(), true),
+                    Message::Binary(b) => (b, false),
+                };
+                shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_in
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                let command = Command::Received {
+                    conn,
+                    data,
+                    is_text,
+                };
+                if shared.hub.send(ToHub::Command(command)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Step::Received(Ok(Some(Incoming::Pong(_) | Incoming::Ping(_)))) if !closing => {
+                let _ = shared
+                    .hub
+                    .send(ToHub::Command(Command::Activity { conn }))
+                    .await;
+            }
+            Step::Received(Ok(Some(_))) => {}
+            Step::Received(Ok(None)) => return Ok(()),
+            Step::Received(Err(WsError::Protocol(_))) => {} // the close is under way
+            Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
+            Step::Outbox(pending) => {
+                while writer.buffered() < bound || pending.close.is_some() {
+                    let Some(payload) = outbox.pop() else { break };
+                    writer.queue_text_bytes(&[payload.head, payload.body])?;
+                }
+                if pending.ping && outbox.take_ping() {
+                    writer.try_ping(Bytes::new())?;
+                }
+                if let Some((code, reason)) = pending.close {
+                    writer.begin_close(CloseCode(code), reason)?;
+                    closing = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `/metrics` in the Prometheus text format: the hub's counters plus the
+//! server's own (handshakes, refusals).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ws_hub::Metrics;
+
+/// Counters kept by the server outside the hub.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// Upgrades that completed.
+    pub handshakes: AtomicU64,
+    /// Handshakes that failed (bad request, timeout, I/O error).
+    pub handshake_failures: AtomicU64,
+    /// Requests refused for a bad or missing token.
+    pub auth_failures: AtomicU64,
+    /// Requests refused for their Origin.
+    pub origin_refusals: AtomicU64,
+    /// Connections refused by the per-IP limit.
+    pub ip_limit_refusals: AtomicU64,
+    /// Plain HTTP requests answered (health, metrics, not found).
+    pub http_requests: AtomicU64,
+    /// Messages received from clients.
+    pub frames_in: AtomicU64,
+    /// Bytes received in client messages.
+    pub bytes_in: AtomicU64,
+}
+
+impl ServerCounters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP ws_{name} {help}\n# TYPE ws_{name} {kind}\nws_{name} {value}"
+    );
+}
+
+/// Renders hub metrics and server counters.
+pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    line(
+        out,
+        "connections",
+        "gauge",
+        "Open hub connections.",
+        hub.connections,
+    );
+    line(
+        out,
+        "sessions",
+        "gauge",
+        "Sessions, connected or resumable.",
+        hub.sessions,
+    );
+    line(
+        out,
+        "detached_sessions",
+        "gauge",
+        "Sessions waiting to be resumed.",
+        hub.detached_sessions,
+    );
+    line(
+        out,
+        "rooms",
+        "gauge",
+        "Rooms with at least one member.",
+        hub.rooms,
+    );
+    line(
+        out,
+        "dedup_entries",
+        "gauge",
+        "Message ids in de-duplication windows.",
+        hub.dedup_entries,
+    );
+    line(
+        out,
+        "connections_total",
+        "counter",
+        "Connections accepted by the hub.",
+        hub.connections_total,
+    );
+    line(
+        out,
+        "messages_in_total",
+        "counter",
+        "Client messages handled.",
+        hub.messages_in,
+    );
+    line(
+        out,
+        "messages_out_total",
+        "counter",
+        "Messages delivered to connections.",
+        hub.messages_out,
+    );
+    line(
+        out,
+        "bytes_out_total",
+        "counter",
+        "Bytes delivered to connections.",
+        hub.bytes_out,
+    );
+    line(
+        out,
+        "bytes_in_total",
+        "counter",
+        "Bytes received in client messages.",
+        c(&server.bytes_in),
+    );
+    line(
+        out,
+        "publishes_total",
+        "counter",
+        "Publishes accepted.",
+        hub.publishes,
+    );
+    line(
+        out,
+        "duplicates_suppressed_total",
+        "counter",
+        "Repeated message ids not delivered again.",
+        hub.duplicates_suppressed,
+    );
+    line(
+        out,
+        "retransmissions_total",
+        "counter",
+        "Messages retransmitted for missing delivery acks.",
+        hub.retransmissions,
+    );
+    line(
+        out,
+        "slow_consumer_disconnects_total",
+        "counter",
+        "Connections closed as slow consumers.",
+        hub.slow_consumer_disconnects,
+    );
+    line(
+        out,
+        "heartbeat_timeouts_total",
+        "counter",
+        "Connections closed for missing pongs.",
+        hub.heartbeat_timeouts,
+    );
+    line(
+        out,
+        "idle_evictions_total",
+        "counter",
+        "Connections evicted as idle.",
+        hub.idle_evictions,
+    );
+    line(
+        out,
+        "ack_timeouts_total",
+        "counter",
+        "Connections closed for unacknowledged deliveries.",
+        hub.ack_timeouts,
+    );
+    line(
+        out,
+        "abuse_closes_total",
+        "counter",
+        "Connections closed for repeated protocol abuse.",
+        hub.abuse_closes,
+    );
+    line(
+        out,
+        "refused_total",
+        "counter",
+        "Connections refused by the hub (full, shutting down).",
+        hub.refused,
+    );
+    line(
+        out,
+        "resumes_total",
+        "counter",
+        "Sessions resumed.",
+        hub.resumes_ok,
+    );
+    line(
+        out,
+        "resume_failures_total",
+        "counter",
+        "Resume requests that failed.",
+        hub.resumes_failed,
+    );
+    line(
+        out,
+        "hub_protocol_errors_total",
+        "counter",
+        "Malformed hub messages.",
+        hub.protocol_errors,
+    );
+    line(
+        out,
+        "nacks_total",
+        "counter",
+        "Negative acknowledgements sent.",
+        hub.nacks.total(),
+    );
+    line(
+        out,
+        "bus_out_total",
+        "counter",
+        "Messages published to the cluster bus.",
+        hub.bus_out,
+    );
+    line(
+        out,
+        "bus_in_total",
+        "counter",
+        "Messages received from the cluster bus.",
+        hub.bus_in,
+    );
+    line(
+        out,
+        "handshakes_total",
+        "counter",
+        "WebSocket upgrades completed.",
+        c(&server.handshakes),
+    );
+    line(
+        out,
+        "handshake_failures_total",
+        "counter",
+        "Failed handshakes.",
+        c(&server.handshake_failures),
+    );
+    line(
+        out,
+        "auth_failures_total",
+        "counter",
+        "Requests refused for their token.",
+        c(&server.auth_failures),
+    );
+    line(
+        out,
+        "origin_refusals_total",
+        "counter",
+        "Requests refused for their Origin.",
+        c(&server.origin_refusals),
+    );
+    line(
+        out,
+        "ip_limit_refusals_total",
+        "counter",
+        "Connections refused by the per-IP limit.",
+        c(&server.ip_limit_refusals),
+    );
+    line(
+        out,
+        "http_requests_total",
+        "counter",
+        "Plain HTTP requests answered.",
+        c(&server.http_requests),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let hub = Metrics {
+            connections: 3,
+            duplicates_suppressed: 2,
+            ..Metrics::default()
+        };
+        let server = ServerCounters::default();
+        ServerCounters::bump(&server.handshakes);
+        let mut out = String::new();
+        render(&hub, &server, &mut out);
+        assert!(out.contains("# TYPE ws_connections gauge\nws_connections 3\n"));
+        assert!(out.contains("ws_duplicates_suppressed_total 2\n"));
+        assert!(out.contains("ws_handshakes_total 1\n"));
+        for l in out.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.split_once(' ').unwrap();
+            assert!(
+                name.starts_with("ws_") && value.parse::<u64>().is_ok(),
+                "{l}"
+            );
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The per-connection mailbox between the hub task and a connection task:
+//! the hub's bounded [`OutboundQueue`] plus pending ping and close orders.
+//! The hub pushes; the connection task pops when its socket has room.
+
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use ws_hub::{OutboundConfig, OutboundQueue, Payload, PushOutcome};
+
+/// Work waiting for a connection task.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pending {
+    /// Messages are queued.
+    pub(crate) messages: bool,
+    /// A ping was ordered.
+    pub(crate) ping: bool,
+    /// A close was ordered.
+    pub(crate) close: Option<(u16, &'static str)>,
+}
+
+impl Pending {
+    fn any(&self) -> bool {
+        self.messages || self.ping || self.close.is_some()
+    }
+}
+
+struct State {
+    queue: OutboundQueue,
+    ping: bool,
+    close: Option<(u16, &'static str)>,
+    waker: Option<Waker>,
+}
+
+/// One connection's mailbox.
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+}
+
+impl Outbox {
+    pub(crate) fn new(config: OutboundConfig) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: OutboundQueue::new(config),
+                ping: false,
+                close: None,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(state: &mut State) {
+        if let Some(w) = state.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a message (hub side).
+    pub(crate) fn push(&self, payload: Payload) -> PushOutcome {
+        let mut s = self.lock();
+        let outcome = s.queue.push(payload);
+        Self::wake(&mut s);
+        outcome
+    }
+
+    /// Orders a ping (hub side).
+    pub(crate) fn ping(&self) {
+        let mut s = self.lock();
+        s.ping = true;
+        Self::wake(&mut s);
+    }
+
+    /// Orders a close after the queued messages (hub side).
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        let mut s = self.lock();
+        s.close.get_or_insert((code, reason));
+        Self::wake(&mut s);
+    }
+
+    /// What is waiting (connection side); registers for a wake-up when
+    /// nothing is.
+    pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> Poll<Pending> {
+        let mut s = self.lock();
+        let pending = Pending {
+            messages: !s.queue.is_empty(),
+            ping: s.ping,
+            close: s.close,
+        };
+        if pending.any() {
+            Poll::Ready(pending)
+        } else {
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Takes the ping order.
+    pub(crate) fn take_ping(&self) -> bool {
+        std::mem::take(&mut self.lock().ping)
+    }
+
+    /// Takes the next queued message.
+    pub(crate) fn pop(&self) -> Option<Payload> {
+        self.lock().queue.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn orders_and_messages_are_reported_and_taken() {
+        let outbox = Outbox::new(OutboundConfig::default());
+        let waker = Waker::noop();
+        let cx = Context::from_waker(waker);
+        assert!(outbox.poll_pending(&cx).is_pending());
+        assert_eq!(
+            outbox.push(Payload::control(Bytes::from_static(b"{}"))),
+            PushOutcome::Queued
+        );
+        outbox.ping();
+        outbox.close(1001, "bye");
+        outbox.close(1000, "later orders do not replace the first");
+        let Poll::Ready(p) = outbox.poll_pending(&cx) else {
+            panic!()
+        };
+        assert_eq!(
+            p,
+            Pending {
+                messages: true,
+                ping: true,
+                close: Some((1001, "bye"))
+            }
+        );
+        assert!(outbox.take_ping());
+        assert!(outbox.pop().is_some());
+        assert!(outbox.pop().is_none());
+    }
+}

@@ -1,0 +1,327 @@
+//! Server configuration: command-line flags, environment variables and an
+//! optional TOML file, merged in that order of precedence over defaults.
+//!
+//! Every setting is one field of [`Settings`]: a flag `--name`, an
+//! environment variable `WS_NAME`, and a key `name` in the TOML file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ws_hub::{HubConfig, OutboundConfig, SlowConsumerPolicy};
+
+use crate::stream::WsConfig;
+
+/// A configuration that cannot work, reported at start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// A default written as a literal in the table below.
+trait Literal<T> {
+    fn value(self) -> T;
+}
+
+impl Literal<String> for &str {
+    fn value(self) -> String {
+        self.to_owned()
+    }
+}
+
+macro_rules! literal_is_itself {
+    ($($t:ty),*) => { $(impl Literal<$t> for $t { fn value(self) -> $t { self } })* };
+}
+literal_is_itself!(u32, u64, usize, bool);
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:literal, $env:literal; )*) => {
+        /// Every server setting. `None` means "not given here"; see
+        /// [`Settings::merge`] and [`ServerConfig::from_settings`].
+        #[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, env = $env, help_heading = "Settings",
+                      long_help = concat!($($doc, "\n",)+ "\n[default: ", $default, "]"))]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl Settings {
+            /// Fills what `self` leaves unset from `lower` (`self` wins).
+            pub fn merge(self, lower: Self) -> Self {
+                Self { $( $name: self.$name.or(lower.$name), )* }
+            }
+
+            /// The value of every setting, defaults applied.
+            fn resolve(&self) -> Resolved {
+                Resolved { $( $name: self.$name.clone().unwrap_or_else(|| Literal::value($default)), )* }
+            }
+        }
+
+        #[derive(Debug)]
+        struct Resolved { $( $name: $ty, )* }
+    };
+}
+
+settings! {
+    /// Address to listen on.
+    listen: String = "127.0.0.1:9001", "WS_LISTEN";
+    /// This node's id (unique per node in a cluster).
+    node_id: String = "node-1", "WS_NODE_ID";
+    /// Redis URL for multi-node fan-out (e.g. redis://127.0.0.1:6379); none: one node.
+    redis: String = "", "WS_REDIS";
+    /// Shared secret for HMAC tokens (`?token=` or `Authorization: Bearer`); empty: no token check.
+    auth_secret: String = "", "WS_AUTH_SECRET";
+    /// Accept connections without a token (as anonymous users) even when a secret is set.
+    allow_anonymous: bool = false, "WS_ALLOW_ANONYMOUS";
+    /// Allowed Origin values, comma separated; empty: any origin.
+    allowed_origins: String = "", "WS_ALLOWED_ORIGINS";
+    /// Most connections in total.
+    max_connections: usize = 100_000, "WS_MAX_CONNECTIONS";
+    /// Most simultaneous connections from one IP address (0: no limit).
+    max_connections_per_ip: usize = 16_384, "WS_MAX_CONNECTIONS_PER_IP";
+    /// Server ping interval, milliseconds.
+    ping_interval_ms: u64 = 30_000, "WS_PING_INTERVAL_MS";
+    /// Close a connection silent (no pong, no traffic) this long, milliseconds.
+    heartbeat_timeout_ms: u64 = 90_000, "WS_HEARTBEAT_TIMEOUT_MS";
+    /// Evict a connection that sends no message this long, milliseconds (0: never).
+    idle_timeout_ms: u64 = 3_600_000, "WS_IDLE_TIMEOUT_MS";
+    /// Largest hub message from a client, bytes.
+    max_message_size: usize = 65_536, "WS_MAX_MESSAGE_SIZE";
+    /// Most rooms one connection may join.
+    max_rooms_per_conn: usize = 64, "WS_MAX_ROOMS_PER_CONN";
+    /// Token-bucket rate: messages per second per connection.
+    rate_per_sec: u32 = 50, "WS_RATE_PER_SEC";
+    /// Token-bucket burst per connection.
+    rate_burst: u32 = 100, "WS_RATE_BURST";
+    /// De-duplication window, milliseconds.
+    dedup_window_ms: u64 = 30_000, "WS_DEDUP_WINDOW_MS";
+    /// De-duplication ids remembered per publisher (LRU bound).
+    dedup_per_publisher: usize = 1024, "WS_DEDUP_PER_PUBLISHER";
+    /// How long a disconnected session can be resumed, milliseconds.
+    session_retention_ms: u64 = 120_000, "WS_SESSION_RETENTION_MS";
+    /// Messages kept per session for resume.
+    replay_max_messages: usize = 128, "WS_REPLAY_MAX_MESSAGES";
+    /// Bytes kept per session for resume.
+    replay_max_bytes: usize = 262_144, "WS_REPLAY_MAX_BYTES";
+    /// First retransmission timeout for delivery acks, milliseconds.
+    ack_timeout_ms: u64 = 5_000, "WS_ACK_TIMEOUT_MS";
+    /// Retransmissions before a connection is treated as dead.
+    ack_max_retries: u32 = 5, "WS_ACK_MAX_RETRIES";
+    /// Messages queued per connection before the slow-consumer policy applies.
+    outbound_max_messages: usize = 1024, "WS_OUTBOUND_MAX_MESSAGES";
+    /// Bytes queued per connection before the slow-consumer policy applies.
+    outbound_max_bytes: usize = 1_048_576, "WS_OUTBOUND_MAX_BYTES";
+    /// Slow-consumer policy: `disconnect` (close 1013) or `drop-oldest`.
+    slow_consumer: String = "disconnect", "WS_SLOW_CONSUMER";
+    /// Largest WebSocket frame, bytes.
+    max_frame_size: usize = 1_048_576, "WS_MAX_FRAME_SIZE";
+    /// Largest HTTP handshake head, bytes.
+    max_handshake_size: usize = 8192, "WS_MAX_HANDSHAKE_SIZE";
+    /// Opening handshake deadline, milliseconds.
+    handshake_timeout_ms: u64 = 10_000, "WS_HANDSHAKE_TIMEOUT_MS";
+    /// Close handshake deadline, milliseconds.
+    close_timeout_ms: u64 = 5_000, "WS_CLOSE_TIMEOUT_MS";
+    /// Bytes queued in a socket's write buffer before delivery pauses.
+    socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
+    /// Upper bound on a graceful shutdown, milliseconds.
+    shutdown_grace_ms: u64 = 10_000, "WS_SHUTDOWN_GRACE_MS";
+}
+
+impl Settings {
+    /// Reads a TOML file of settings (keys as the field names).
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Everything the hub server needs, validated.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// WebSocket limits.
+    pub ws: WsConfig,
+    /// Hub behaviour and limits.
+    pub hub: HubConfig,
+    /// Allowed `Origin` values (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Per-IP connection limit (0: none).
+    pub max_connections_per_ip: usize,
+    /// HMAC token secret, if tokens are checked.
+    pub auth_secret: Option<String>,
+    /// Accept connections without a token when a secret is set.
+    pub allow_anonymous: bool,
+    /// Redis URL for multi-node fan-out.
+    pub redis: Option<String>,
+    /// Bytes queued in a socket's write buffer before delivery pauses.
+    pub socket_max_outbound: usize,
+    /// Upper bound on a graceful shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::from_settings(&Settings::default())
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+impl ServerConfig {
+    /// Applies defaults to `settings` and validates the result.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
+        let s = settings.resolve();
+        let ms = Duration::from_millis;
+        let policy = match s.slow_consumer.as_str() {
+            "disconnect" => SlowConsumerPolicy::Disconnect,
+            "drop-oldest" | "drop_oldest" => SlowConsumerPolicy::DropOldest,
+            other => {
+                return Err(SettingsError::Invalid(format!(
+                    "slow_consumer must be `disconnect` or `drop-oldest`, not {other:?}"
+                )));
+            }
+        };
+        let mut ws = WsConfig::default();
+        ws.proto.max_frame_size = s.max_frame_size;
+        // A hub message is one frame or several; the hub limit applies after.
+        ws.proto.max_message_size = s.max_frame_size.max(s.max_message_size);
+        ws.proto.max_handshake_size = s.max_handshake_size;
+        ws.proto.handshake_timeout = Some(ms(s.handshake_timeout_ms));
+        ws.proto.close_timeout = ms(s.close_timeout_ms);
+        ws.proto
+            .validate()
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        ws.max_outbound = s.socket_max_outbound.max(1);
+        let hub = HubConfig {
+            node_id: s.node_id.clone(),
+            cluster: !s.redis.is_empty(),
+            ping_interval: ms(s.ping_interval_ms),
+            heartbeat_timeout: ms(s.heartbeat_timeout_ms),
+            idle_timeout: (s.idle_timeout_ms > 0).then(|| ms(s.idle_timeout_ms)),
+            max_connections: s.max_connections,
+            max_message_size: s.max_message_size,
+            max_rooms_per_conn: s.max_rooms_per_conn,
+            rate_per_sec: s.rate_per_sec,
+            rate_burst: s.rate_burst,
+            dedup_window: ms(s.dedup_window_ms),
+            dedup_per_publisher: s.dedup_per_publisher,
+            session_retention: ms(s.session_retention_ms),
+            replay_max_messages: s.replay_max_messages,
+            replay_max_bytes: s.replay_max_bytes,
+            ack_timeout: ms(s.ack_timeout_ms),
+            ack_max_retries: s.ack_max_retries,
+            outbound: OutboundConfig {
+                max_messages: s.outbound_max_messages,
+                max_bytes: s.outbound_max_bytes,
+                policy,
+            },
+            ..HubConfig::default()
+        };
+        hub.validate()
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        if !s.redis.is_empty() && !s.redis.starts_with("redis://") {
+            return Err(SettingsError::Invalid(format!(
+                "redis must be a redis:// URL, not {:?}",
+                s.redis
+            )));
+        }
+        let allowed_origins = s
+            .allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let listen = s.listen.parse().map_err(|_| {
+            SettingsError::Invalid(format!("listen must be IP:PORT, not {:?}", s.listen))
+        })?;
+        Ok(Self {
+            listen,
+            ws,
+            hub,
+            allowed_origins,
+            max_connections_per_ip: s.max_connections_per_ip,
+            auth_secret: (!s.auth_secret.is_empty()).then(|| s.auth_secret.clone()),
+            allow_anonymous: s.allow_anonymous || s.auth_secret.is_empty(),
+            redis: (!s.redis.is_empty()).then(|| s.redis.clone()),
+            socket_max_outbound: s.socket_max_outbound,
+            shutdown_grace: ms(s.shutdown_grace_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_layers_merge() {
+        let config = ServerConfig::default();
+        assert_eq!(config.hub.ping_interval, Duration::from_secs(30));
+        assert!(config.allow_anonymous);
+        let file: Settings = toml::from_str("ping_interval_ms = 1000\nnode_id = \"file\"").unwrap();
+        let flags = Settings {
+            node_id: Some("flag".into()),
+            ..Settings::default()
+        };
+        let merged = flags.merge(file);
+        let config = ServerConfig::from_settings(&merged).unwrap();
+        assert_eq!(config.hub.node_id, "flag");
+        assert_eq!(config.hub.ping_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_clearly() {
+        assert!(toml::from_str::<Settings>("no_such_key = 1").is_err());
+        let bad = Settings {
+            slow_consumer: Some("sometimes".into()),
+            ..Settings::default()
+        };
+        assert!(
+            ServerConfig::from_settings(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("slow_consumer")
+        );
+        let bad = Settings {
+            ping_interval_ms: Some(0),
+            ..Settings::default()
+        };
+        assert!(ServerConfig::from_settings(&bad).is_err());
+        let bad = Settings {
+            redis: Some("http://x".into()),
+            ..Settings::default()
+        };
+        assert!(ServerConfig::from_settings(&bad).is_err());
+    }
+}
