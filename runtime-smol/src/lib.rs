@@ -40,7 +40,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_executor::Executor;
-use async_net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
+
+use async_io::Async;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 
@@ -67,12 +69,12 @@ impl SmolRuntime {
 #[derive(Debug)]
 pub struct SmolIo<S>(pub S);
 
-/// A WebSocket over a smol stream (a `TcpStream` by default).
-pub type WebSocket<S = TcpStream> = ws_runtime_common::WebSocket<SmolIo<S>, SmolRuntime>;
+/// A WebSocket over a smol stream (an async-io `TcpStream` by default).
+pub type WebSocket<S = Async<TcpStream>> = ws_runtime_common::WebSocket<SmolIo<S>, SmolRuntime>;
 /// The receiving half of a [`WebSocket`].
-pub type ReadHalf<S = TcpStream> = ws_runtime_common::ReadHalf<SmolIo<S>, SmolRuntime>;
+pub type ReadHalf<S = Async<TcpStream>> = ws_runtime_common::ReadHalf<SmolIo<S>, SmolRuntime>;
 /// The sending half of a [`WebSocket`].
-pub type WriteHalf<S = TcpStream> = ws_runtime_common::WriteHalf<SmolIo<S>, SmolRuntime>;
+pub type WriteHalf<S = Async<TcpStream>> = ws_runtime_common::WriteHalf<SmolIo<S>, SmolRuntime>;
 
 /// The most a single read zeroes and fills: `futures-io` reads need
 /// initialised memory, so each read clears the part it may fill.
@@ -96,6 +98,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         };
         buf.truncate(start + filled);
         result
+    }
+
+    fn poll_read_slice(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -124,8 +130,10 @@ impl Future for Sleep {
 }
 
 impl ws_runtime_common::Runtime for SmolRuntime {
-    type Stream = SmolIo<TcpStream>;
-    type Listener = TcpListener;
+    // async-io's `Async` directly, not `async_net`'s `Arc` around it: one
+    // allocation less per connection.
+    type Stream = SmolIo<Async<TcpStream>>;
+    type Listener = Async<TcpListener>;
     type Sleep = Sleep;
 
     #[allow(clippy::disallowed_methods)] // the adapter owns the clock
@@ -144,24 +152,35 @@ impl ws_runtime_common::Runtime for SmolRuntime {
         }
     }
 
-    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+    async fn bind(&self, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
+        Async::<TcpListener>::bind(addr)
     }
 
-    fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
+    fn local_addr(listener: &Async<TcpListener>) -> io::Result<SocketAddr> {
+        listener.get_ref().local_addr()
     }
 
-    async fn accept(listener: &TcpListener) -> io::Result<(Self::Stream, SocketAddr)> {
+    async fn accept(listener: &Async<TcpListener>) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+        stream.get_ref().set_nodelay(true)?;
         Ok((SmolIo(stream), peer))
     }
 
     async fn connect(&self, authority: &str) -> io::Result<Self::Stream> {
-        let stream = TcpStream::connect(authority).await?;
-        stream.set_nodelay(true)?;
-        Ok(SmolIo(stream))
+        let mut last = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{authority}: no address"),
+        );
+        for addr in async_net::resolve(authority).await? {
+            match Async::<TcpStream>::connect(addr).await {
+                Ok(stream) => {
+                    stream.get_ref().set_nodelay(true)?;
+                    return Ok(SmolIo(stream));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 }
 

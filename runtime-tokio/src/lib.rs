@@ -71,6 +71,15 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
     }
 
+    fn poll_read_slice(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read_buf = tokio::io::ReadBuf::new(buf);
+        match Pin::new(&mut self.0).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read_buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     fn poll_write_vectored(
         &mut self,
         cx: &mut Context<'_>,

@@ -13,6 +13,7 @@ use ws_runtime_common::shutdown::Shutdown;
 use ws_runtime_common::{Runtime, WsConfig};
 
 pub mod cli;
+pub mod hub_client;
 pub mod redis;
 
 /// Which runtime a side runs on.

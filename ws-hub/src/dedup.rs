@@ -83,11 +83,11 @@ impl Dedup {
         }
         w.order.push_back((generation, id));
         while w.order.len() > self.per_publisher {
-            if let Some((g, old)) = w.order.pop_front() {
-                if w.ids.get(&old) == Some(&g) {
-                    w.ids.remove(&old);
-                    self.live -= 1;
-                }
+            if let Some((g, old)) = w.order.pop_front()
+                && w.ids.get(&old) == Some(&g)
+            {
+                w.ids.remove(&old);
+                self.live -= 1;
             }
         }
         self.order.push_back((now, generation, user.clone()));
@@ -119,11 +119,11 @@ impl Dedup {
             if g > generation {
                 break;
             }
-            if let Some((g, id)) = w.order.pop_front() {
-                if w.ids.get(&id) == Some(&g) {
-                    w.ids.remove(&id);
-                    self.live -= 1;
-                }
+            if let Some((g, id)) = w.order.pop_front()
+                && w.ids.get(&id) == Some(&g)
+            {
+                w.ids.remove(&id);
+                self.live -= 1;
             }
         }
         if w.order.is_empty() {

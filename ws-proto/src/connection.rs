@@ -49,7 +49,7 @@ enum Phase {
     AwaitRequest,
     /// Server: the request was handed to the application; waiting for
     /// `accept`, `reject` or `respond`.
-    AwaitAnswer(PendingRequest),
+    AwaitAnswer(Box<PendingRequest>),
     /// Client: request sent, reading the response head.
     AwaitResponse(Box<ClientRequest>),
     Open,
@@ -265,6 +265,20 @@ impl Connection {
             .frame
             .map_or(0, |f| f.len.saturating_sub(self.read.len()));
         (remaining + MAX_HEADER_LEN).clamp(4096, 1 << 20)
+    }
+
+    /// Frees buffer capacity that holds no data (receive buffer, outbound
+    /// buffer, event queue), so an idle connection costs only its state.
+    /// Call when the transport has nothing to read; the next input
+    /// allocates again.
+    pub fn release_idle_buffers(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > 0 {
+            self.read = BytesMut::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        self.out.release_if_empty();
     }
 
     // ----- (B) inputs -----
@@ -534,13 +548,13 @@ impl Connection {
         match Request::parse(&self.read[..end], self.config.max_headers, limit) {
             Ok(Some((request, len))) => {
                 self.read.advance(len);
-                self.phase = Phase::AwaitAnswer(PendingRequest {
+                self.phase = Phase::AwaitAnswer(Box::new(PendingRequest {
                     accept: request
                         .accept_value()
                         .map(str::to_owned)
                         .map_err(Clone::clone),
                     protocols: request.protocols().map(str::to_owned).collect(),
-                });
+                }));
                 self.events.push_back(Event::Request(request));
             }
             // The head ends at `end`, so httparse cannot want more.

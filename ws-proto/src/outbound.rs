@@ -127,6 +127,14 @@ impl Outbound {
         }
     }
 
+    /// Frees the tail buffer when nothing is queued.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.len == 0 && self.tail.capacity() > 0 {
+            self.tail = BytesMut::new();
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Frees a large tail buffer once it is empty, so an idle connection
     /// does not keep the memory of its biggest burst.
     fn release_if_large(&mut self) {

@@ -125,6 +125,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on one request (a PUBLISH pipeline, a SUBSCRIBE).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Loops that could stay busy yield to the rest of the task this often.
+const YIELD_EVERY: u32 = 64;
 /// Channels per SUBSCRIBE when resubscribing after a reconnection.
 const RESUBSCRIBE_CHUNK: usize = 512;
 
@@ -262,8 +264,9 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     Client::open(url).map(drop).map_err(|e| e.to_string())
 }
 
-/// Runs the bus until `commands` is closed (every sender dropped),
-/// `incoming` is closed, or `shutdown` triggers. Messages received on
+/// Runs the bus until `commands` is closed (every sender dropped) or
+/// `shutdown` triggers (or `incoming` is found closed when a message
+/// arrives). Messages received on
 /// subscribed channels go to `incoming` as `(channel, payload)`.
 ///
 /// Never fails: an unreachable Redis is retried with backoff, and an
@@ -281,6 +284,7 @@ pub async fn run_redis_bus<R: Runtime>(
         rt,
         commands,
         wanted: BTreeSet::new(),
+        held: None,
         stats,
     };
     let run = async {
@@ -295,8 +299,8 @@ pub async fn run_redis_bus<R: Runtime>(
         }
     };
     future::or(run, shutdown.wait()).await;
-    bus.stats.connected.store(false, Ordering::Relaxed);
     bus.stats.subscriptions.store(0, Ordering::Relaxed);
+    bus.stats.connected.store(false, Ordering::Relaxed);
     tracing::debug!("redis bus stopped");
 }
 
@@ -320,6 +324,8 @@ struct Bus<R> {
     commands: async_channel::Receiver<BusCommand>,
     /// Channels the hub asked to follow.
     wanted: BTreeSet<String>,
+    /// A command taken off the channel but not handled yet.
+    held: Option<BusCommand>,
     stats: Arc<BusStats>,
 }
 
@@ -330,6 +336,7 @@ impl<R: Runtime> Bus<R> {
         let mut backoff = BACKOFF_MIN;
         let mut ever_connected = false;
         let mut failures: u64 = 0;
+        let mut dropped_before = 0;
         loop {
             // Connect while still taking commands (dropping publishes).
             let rt = self.rt.clone();
@@ -349,8 +356,10 @@ impl<R: Runtime> Bus<R> {
                 Err(error) => {
                     BusStats::bump(&self.stats.errors, 1);
                     failures += 1;
-                    if failures == 1 {
-                        tracing::warn!(%error, retry_in = ?backoff, "redis bus: cannot connect; retrying with backoff");
+                    // Warn at start-up and about once a minute while down
+                    // (the loss itself was already logged).
+                    if (failures == 1 && !ever_connected) || failures.is_multiple_of(12) {
+                        tracing::warn!(%error, failures, retry_in = ?backoff, "redis bus: cannot connect; retrying with backoff");
                     } else {
                         tracing::debug!(%error, failures, retry_in = ?backoff, "redis bus: still cannot connect");
                     }
@@ -362,22 +371,25 @@ impl<R: Runtime> Bus<R> {
                 }
             };
             backoff = BACKOFF_MIN;
-            self.stats.connected.store(true, Ordering::Relaxed);
             if ever_connected {
                 BusStats::bump(&self.stats.reconnects, 1);
                 tracing::info!(
                     failed_attempts = failures,
+                    publishes_dropped = self.stats.publish_dropped() - dropped_before,
                     subscriptions = self.wanted.len(),
                     "redis bus: reconnected; cross-node delivery resumed"
                 );
             } else {
                 tracing::info!(subscriptions = self.wanted.len(), "redis bus: connected");
             }
+            // Last, so that an observer seeing `connected` sees the rest.
+            self.stats.connected.store(true, Ordering::Relaxed);
             ever_connected = true;
             failures = 0;
+            dropped_before = self.stats.publish_dropped();
             let end = self.serve(conns, incoming).await;
-            self.stats.connected.store(false, Ordering::Relaxed);
             self.stats.subscriptions.store(0, Ordering::Relaxed);
+            self.stats.connected.store(false, Ordering::Relaxed);
             match end {
                 End::Closed => return,
                 End::Lost(error) => {
@@ -418,37 +430,50 @@ impl<R: Runtime> Bus<R> {
         } = conns;
         let stats = self.stats.clone();
         let forward = async {
+            let mut handled = 0u32;
             while let Some(msg) = stream.next().await {
                 let channel = msg.get_channel_name().to_owned();
                 let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
                 match incoming.try_send((channel, payload)) {
                     Ok(()) => BusStats::bump(&stats.received, 1),
                     Err(async_channel::TrySendError::Full(_)) => {
-                        if stats.received_dropped.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+                        if stats
+                            .received_dropped
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(1024)
+                        {
                             tracing::warn!("redis bus: hub is behind; dropping received messages");
                         }
                     }
                     Err(async_channel::TrySendError::Closed(_)) => return End::Closed,
                 }
+                handled = handled.wrapping_add(1);
+                if handled.is_multiple_of(YIELD_EVERY) {
+                    future::yield_now().await;
+                }
             }
             End::Lost("subscriber connection closed".to_owned())
         };
-        future::or(self.serve_commands(&mut publisher, &mut sink), forward).await
+        let in_flight = AtomicU64::new(0);
+        let end = future::or(
+            self.serve_commands(&mut publisher, &mut sink, &in_flight),
+            forward,
+        )
+        .await;
+        // A batch cut short by the loss of the other connection.
+        BusStats::bump(&self.stats.publish_dropped, in_flight.into_inner());
+        end
     }
 
     async fn serve_commands(
         &mut self,
         publisher: &mut MultiplexedConnection,
         sink: &mut PubSubSink,
+        in_flight: &AtomicU64,
     ) -> End {
-        let mut held: Option<BusCommand> = None;
         loop {
-            let command = match held.take() {
-                Some(command) => command,
-                None => match self.commands.recv().await {
-                    Ok(command) => command,
-                    Err(_) => return End::Closed,
-                },
+            let Some(command) = self.next_command().await else {
+                return End::Closed;
             };
             match command {
                 BusCommand::Publish { channel, payload } => {
@@ -462,20 +487,26 @@ impl<R: Runtime> Bus<R> {
                                 pipe.cmd("PUBLISH").arg(channel).arg(&payload[..]).ignore();
                             }
                             Ok(other) => {
-                                held = Some(other);
+                                // Kept in `self`, so not lost if this
+                                // future is dropped during the PUBLISH.
+                                self.held = Some(other);
                                 break;
                             }
                             Err(_) => break,
                         }
                     }
                     let n = pipe.len() as u64;
-                    match limit(
+                    // Counted as dropped by `serve` if the subscriber
+                    // connection fails while this is in flight.
+                    in_flight.store(n, Ordering::Relaxed);
+                    let result = limit(
                         &self.rt,
                         RESPONSE_TIMEOUT,
                         pipe.query_async::<()>(publisher),
                     )
-                    .await
-                    {
+                    .await;
+                    in_flight.store(0, Ordering::Relaxed);
+                    match result {
                         Ok(()) => BusStats::bump(&self.stats.published, n),
                         Err(error) => {
                             BusStats::bump(&self.stats.publish_dropped, n);
@@ -512,7 +543,10 @@ impl<R: Runtime> Bus<R> {
     /// While disconnected: keeps the subscription set current and drops
     /// publishes. Returns once the hub side is gone.
     async fn while_down(&mut self) {
-        while let Ok(command) = self.commands.recv().await {
+        let mut handled = 0u32;
+        while let Some(command) = self.next_command().await {
+            // Handled before the next await point: this future may be
+            // dropped at any await, and must not lose a command.
             match command {
                 BusCommand::Publish { .. } => BusStats::bump(&self.stats.publish_dropped, 1),
                 BusCommand::Subscribe(channel) => {
@@ -522,6 +556,21 @@ impl<R: Runtime> Bus<R> {
                     self.wanted.remove(&channel);
                 }
             }
+            handled = handled.wrapping_add(1);
+            if handled.is_multiple_of(YIELD_EVERY) {
+                // Let the connection attempt, timers and shutdown run even
+                // if the hub keeps the channel non-empty.
+                future::yield_now().await;
+            }
+        }
+    }
+
+    /// The command held back from the last batch, or the next one from the
+    /// channel (cancel-safe); `None` once the hub side is gone.
+    async fn next_command(&mut self) -> Option<BusCommand> {
+        match self.held.take() {
+            Some(command) => Some(command),
+            None => self.commands.recv().await.ok(),
         }
     }
 

@@ -46,9 +46,9 @@ pub enum Command {
         /// TOML file with settings (keys are the flag names with `_`).
         #[arg(long, env = "WS_CONFIG")]
         config: Option<std::path::PathBuf>,
-        /// Every setting.
+        /// Every setting (boxed: it is much larger than the other variants).
         #[command(flatten)]
-        settings: crate::server::Settings,
+        settings: Box<crate::server::Settings>,
     },
     /// Echo every text and binary message back (the Autobahn server).
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
@@ -144,7 +144,7 @@ pub fn init_tracing(default_filter: &str) {
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
 pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Serve { config, settings } => serve(rt, config.as_deref(), settings).await,
+        Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
         Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
         Command::AutobahnClient { url, agent, limits } => match limits.config() {
             Ok(config) => run_autobahn_client(rt, &url, &agent, config)

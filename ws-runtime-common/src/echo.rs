@@ -44,6 +44,8 @@ pub async fn serve_echo<R: Runtime>(
     shutdown: Arc<Shutdown>,
     grace: Duration,
 ) -> io::Result<()> {
+    // One copy shared by every connection task, not one per task.
+    let config = Arc::new(config);
     let mut stop = pin!(shutdown.wait());
     while let Some(accepted) = unless(stop.as_mut(), R::accept(&listener)).await {
         match accepted {
@@ -52,7 +54,7 @@ pub async fn serve_echo<R: Runtime>(
                 let (rt2, config, shutdown) = (rt.clone(), config.clone(), shutdown.clone());
                 rt.spawn(async move {
                     let _guard = guard;
-                    if let Err(e) = echo_connection(rt2, io, config, &shutdown).await {
+                    if let Err(e) = echo_connection(rt2, io, &config, &shutdown).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -85,11 +87,13 @@ pub async fn accept_error<R: Runtime>(rt: &R, e: io::Error) {
 pub async fn echo_connection<T: Transport, R: Runtime>(
     rt: R,
     io: T,
-    config: WsConfig,
+    config: &WsConfig,
     shutdown: &Shutdown,
 ) -> Result<(), WsError> {
     let mut stop = pin!(shutdown.wait());
-    let Some(ws) = unless(stop.as_mut(), accept(rt, io, config)).await else {
+    // Boxed so that the handshake's state (a kilobyte or more) is freed
+    // once the connection is open instead of living in the task forever.
+    let Some(ws) = unless(stop.as_mut(), Box::pin(accept(rt, io, config.clone()))).await else {
         return Ok(());
     };
     let mut ws = ws?;

@@ -31,7 +31,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         // stops as soon as a handshake event is stashed.
         let polled = self.poll_incoming(cx);
         if let Some(ev) = self.handshake.take() {
-            return Poll::Ready(Ok(ev));
+            return Poll::Ready(Ok(*ev));
         }
         match polled {
             Poll::Pending => Poll::Pending,

@@ -22,6 +22,11 @@ pub trait Transport: Send + Unpin + 'static {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>>;
 
+    /// Reads into `buf` (initialised memory); `Ok(0)` is end of stream.
+    /// Used with a per-thread scratch buffer while the connection's own
+    /// buffer is empty, so an idle connection holds no receive buffer.
+    fn poll_read_slice(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+
     /// Writes from `bufs` in order, as one vectored write where the stream
     /// supports it.
     fn poll_write_vectored(

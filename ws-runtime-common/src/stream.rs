@@ -77,23 +77,33 @@ pub enum Incoming {
 const MAX_IOV: usize = 64;
 /// Smallest read.
 const MIN_READ: usize = 4096;
-/// A receive buffer larger than this is freed once it is empty.
-const KEEP_READ_CAPACITY: usize = 64 * 1024;
+/// Size of each thread's scratch buffer for reads into an empty
+/// connection buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
+}
 
 pub(crate) struct Inner<T, R: Runtime> {
     pub(crate) conn: Connection,
     io: T,
     rt: R,
-    config: WsConfig,
+    /// From [`WsConfig`]; the protocol settings live in `conn`.
+    max_outbound: usize,
+    client_linger: Duration,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     read_eof: bool,
     shutdown_done: bool,
     linger_until: Option<Instant>,
     failed: bool,
-    pending_error: Option<WsError>,
-    close: Option<CloseInfo>,
+    // Boxed: set at most once, at the end, and every idle connection
+    // carries these fields.
+    pending_error: Option<Box<WsError>>,
+    close: Option<Box<CloseInfo>>,
     /// A `Request` or `Accepted` event, for the handshake driver.
-    pub(crate) handshake: Option<Event>,
+    pub(crate) handshake: Option<Box<Event>>,
     reader_waker: Option<Waker>,
     writer_waker: Option<Waker>,
 }
@@ -104,7 +114,8 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             conn,
             io,
             rt,
-            config,
+            max_outbound: config.max_outbound,
+            client_linger: config.client_linger,
             timer: None,
             read_eof: false,
             shutdown_done: false,
@@ -176,7 +187,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             Event::Ping(p) => Some(Incoming::Ping(p)),
             Event::Pong(p) => Some(Incoming::Pong(p)),
             Event::Error(e) => {
-                self.pending_error = Some(WsError::Protocol(e));
+                self.pending_error = Some(Box::new(WsError::Protocol(e)));
                 None
             }
             Event::Closed {
@@ -184,13 +195,13 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 reason,
                 clean,
             } => {
-                self.close = Some(CloseInfo {
+                self.close = Some(Box::new(CloseInfo {
                     code,
                     reason,
                     clean,
-                });
+                }));
                 if self.conn.role() == Role::Client && clean {
-                    self.linger_until = Some(self.now() + self.config.client_linger);
+                    self.linger_until = Some(self.now() + self.client_linger);
                 }
                 if let Some(w) = self.writer_waker.take() {
                     w.wake();
@@ -198,7 +209,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 None
             }
             ev @ (Event::Request(_) | Event::Accepted(_)) => {
-                self.handshake = Some(ev);
+                self.handshake = Some(Box::new(ev));
                 None
             }
             _ => None,
@@ -225,13 +236,30 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     }
 
     /// Reads once into the connection's buffer.
+    ///
+    /// With nothing buffered (an idle connection, or between messages) the
+    /// read goes into this thread's scratch buffer and only what arrived is
+    /// copied out; while the read would block, the connection holds no
+    /// buffer at all. That keeps idle connections small. With a frame in
+    /// progress, reads go straight into the connection's buffer, sized for
+    /// the rest of the frame, so large messages are not copied.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let hint = self.conn.read_hint().max(MIN_READ);
-        let buf = self.conn.read_buf();
-        if buf.is_empty() && buf.capacity() > KEEP_READ_CAPACITY {
-            *buf = bytes::BytesMut::new();
+        if self.conn.read_buf().is_empty() {
+            let polled = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let polled = self.io.poll_read_slice(cx, &mut scratch[..]);
+                if let Poll::Ready(Ok(n)) = polled {
+                    self.conn.read_buf().extend_from_slice(&scratch[..n]);
+                }
+                polled
+            });
+            if polled.is_pending() {
+                self.conn.release_idle_buffers();
+            }
+            return polled;
         }
-        buf.reserve(hint);
+        let hint = self.conn.read_hint().max(MIN_READ);
+        self.conn.read_buf().reserve(hint);
         self.io.poll_read_into(cx, self.conn.read_buf())
     }
 
@@ -252,7 +280,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 }
             }
             if let Some(e) = self.pending_error.take() {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(*e));
             }
             if self.failed {
                 return Poll::Ready(Ok(None));
@@ -263,12 +291,17 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             if self.conn.is_closed() {
                 return self.poll_finish(cx).map(|r| r.map(|()| None));
             }
-            if let Some(deadline) = self.conn.poll_timeout()
-                && self.poll_deadline(cx, deadline)
-            {
-                let now = self.now().max(deadline);
-                self.conn.handle_timeout(now);
-                continue;
+            match self.conn.poll_timeout() {
+                Some(deadline) if self.poll_deadline(cx, deadline) => {
+                    let now = self.now().max(deadline);
+                    self.conn.handle_timeout(now);
+                    continue;
+                }
+                Some(_) => {}
+                // No deadline (the handshake is over): drop the timer, so it
+                // neither wakes the task nor occupies the runtime's timer
+                // wheel for the life of the connection.
+                None => self.timer = None,
             }
             if self.read_eof || !self.conn.wants_read() {
                 self.reader_waker = Some(cx.waker().clone());
@@ -333,12 +366,12 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         if self.failed || self.conn.is_closed() {
             return Poll::Ready(Err(WsError::Closed));
         }
-        if self.conn.buffered_outbound() < self.config.max_outbound {
+        if self.conn.buffered_outbound() < self.max_outbound {
             return Poll::Ready(Ok(()));
         }
         match self.poll_flush_out(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail_io(e))),
-            _ if self.conn.buffered_outbound() < self.config.max_outbound => Poll::Ready(Ok(())),
+            _ if self.conn.buffered_outbound() < self.max_outbound => Poll::Ready(Ok(())),
             _ => {
                 self.writer_waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -365,7 +398,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             return Err(WsError::Closed);
         }
         let queued = self.conn.buffered_outbound();
-        if queued >= self.config.max_outbound {
+        if queued >= self.max_outbound {
             return Err(WsError::Backpressure(queued));
         }
         Ok(())
@@ -503,7 +536,7 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<CloseInfo> {
-        lock(&self.read.shared).close.clone()
+        lock(&self.read.shared).close.as_deref().cloned()
     }
 }
 
@@ -533,14 +566,14 @@ impl<T: Transport, R: Runtime> ReadHalf<T, R> {
             }
         }
         match inner.pending_error.take() {
-            Some(e) => Err(e),
+            Some(e) => Err(*e),
             None => Ok(None),
         }
     }
 
     /// How the connection ended, once it has.
     pub fn close_info(&self) -> Option<CloseInfo> {
-        lock(&self.shared).close.clone()
+        lock(&self.shared).close.as_deref().cloned()
     }
 }
 

@@ -269,11 +269,9 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let hub = Metrics {
-            connections: 3,
-            duplicates_suppressed: 2,
-            ..Metrics::default()
-        };
+        let mut hub = Metrics::default();
+        hub.connections = 3;
+        hub.duplicates_suppressed = 2;
         let server = ServerCounters::default();
         ServerCounters::bump(&server.handshakes);
         let mut out = String::new();

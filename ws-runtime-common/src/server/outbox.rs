@@ -80,8 +80,10 @@ impl Outbox {
         Self::wake(&mut s);
     }
 
-    /// What is waiting (connection side); registers for a wake-up when
-    /// nothing is.
+    /// What is waiting (connection side). Always registers for a wake-up:
+    /// the caller may leave a ready answer unused while its socket is full,
+    /// and must still hear of a later order (a close for a peer that has
+    /// stopped reading).
     pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> Poll<Pending> {
         let mut s = self.lock();
         let pending = Pending {
@@ -89,10 +91,12 @@ impl Outbox {
             ping: s.ping,
             close: s.close,
         };
+        if s.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
         if pending.any() {
             Poll::Ready(pending)
         } else {
-            s.waker = Some(cx.waker().clone());
             Poll::Pending
         }
     }

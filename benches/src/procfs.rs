@@ -1,0 +1,67 @@
+//! Reading a server's CPU time and resident memory from `/proc`.
+
+use std::fs;
+
+/// Linux reports `utime`/`stime` in `USER_HZ` ticks, which is 100 on every
+/// supported architecture (it is an ABI constant, independent of `CONFIG_HZ`).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) consumed so far by process `pid`, all threads,
+/// in microseconds (10 ms resolution).
+pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // `comm` (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| std::io::Error::other("malformed /proc/PID/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')' the first field is `state` (field 3); utime is field 14, stime 15.
+    let parse = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| std::io::Error::other("malformed /proc/PID/stat"))
+    };
+    let ticks = parse(11)? + parse(12)?;
+    Ok(ticks * (1_000_000 / USER_HZ))
+}
+
+/// Resident set size (`VmRSS`) of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("VmRSS:") {
+            let kb: u64 = v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .map_err(|_| std::io::Error::other("malformed VmRSS"))?;
+            return Ok(kb * 1024);
+        }
+    }
+    Err(std::io::Error::other("no VmRSS in /proc/PID/status"))
+}
+
+/// A CPU-time sample of an optional server process, taken at the start of a
+/// measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    pid: Option<u32>,
+    start_us: Option<u64>,
+}
+
+impl CpuSample {
+    /// Samples the CPU time of `pid` now (no-op if `pid` is `None`).
+    pub fn start(pid: Option<u32>) -> Self {
+        let start_us = pid.and_then(|p| cpu_us(p).ok());
+        Self { pid, start_us }
+    }
+
+    /// CPU microseconds consumed by the server since [`CpuSample::start`].
+    pub fn elapsed_us(&self) -> Option<u64> {
+        let end = cpu_us(self.pid?).ok()?;
+        Some(end.saturating_sub(self.start_us?))
+    }
+}
