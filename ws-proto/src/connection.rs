@@ -1,7 +1,6 @@
 //! [`Connection`]: one WebSocket endpoint, from the first handshake byte to
 //! the end of the close handshake.
 
-use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::Instant;
 
@@ -9,6 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
+use crate::event_queue::EventQueue;
 use crate::frame::{
     CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
     PreparedFrame, apply_mask, close_payload, parse_close_payload, truncate_reason,
@@ -124,10 +124,11 @@ pub struct Connection {
     /// How far the handshake head has been scanned for its end.
     scanned: usize,
     frame: Option<InFrame>,
-    message: Option<Assembly>,
+    /// Boxed: fragmented messages are the exception.
+    message: Option<Box<Assembly>>,
     utf8: Utf8Validator,
     out: Outbound,
-    events: VecDeque<Event>,
+    events: EventQueue,
     deadline: Option<Instant>,
     mask_keys: Option<Box<dyn MaskKeySource>>,
 }
@@ -200,7 +201,7 @@ impl Connection {
             message: None,
             utf8: Utf8Validator::new(),
             out: Outbound::default(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             deadline,
             mask_keys,
         }
@@ -275,9 +276,7 @@ impl Connection {
         if self.read.is_empty() && self.read.capacity() > 0 {
             self.read = BytesMut::new();
         }
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
+        self.events.release_if_empty();
         self.out.release_if_empty();
     }
 
@@ -517,7 +516,7 @@ impl Connection {
         if self.events.is_empty() {
             self.read_frames(false);
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// The instant at which [`Connection::handle_timeout`] must be called:
@@ -555,7 +554,7 @@ impl Connection {
                         .map_err(Clone::clone),
                     protocols: request.protocols().map(str::to_owned).collect(),
                 }));
-                self.events.push_back(Event::Request(request));
+                self.events.push(Event::Request(Box::new(request)));
             }
             // The head ends at `end`, so httparse cannot want more.
             Ok(None) => self.fail(
@@ -588,7 +587,7 @@ impl Connection {
                 self.read.advance(len);
                 self.phase = Phase::Open;
                 self.deadline = None;
-                self.events.push_back(Event::Accepted(response));
+                self.events.push(Event::Accepted(Box::new(response)));
                 self.read_frames(false);
             }
             Ok(None) => self.fail(
@@ -724,10 +723,10 @@ impl Connection {
             OpCode::Text | OpCode::Binary => {
                 let mut data = BytesMut::with_capacity(payload.len().max(1024));
                 data.extend_from_slice(&payload);
-                self.message = Some(Assembly {
+                self.message = Some(Box::new(Assembly {
                     opcode: frame.opcode,
                     data,
-                });
+                }));
             }
             OpCode::Continuation => {
                 let Some(m) = self.message.as_mut() else {
@@ -745,9 +744,9 @@ impl Connection {
                 if self.config.auto_pong && matches!(self.phase, Phase::Open) {
                     self.encode_frame(OpCode::Pong, true, std::slice::from_ref(&payload));
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.events.push(Event::Ping(payload));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            OpCode::Pong => self.events.push(Event::Pong(payload)),
             OpCode::Close => {
                 let (code, reason) = parse_close_payload(&payload)?;
                 if matches!(self.phase, Phase::Open) {
@@ -770,7 +769,7 @@ impl Connection {
         } else {
             Message::Binary(data)
         };
-        self.events.push_back(Event::Message(message));
+        self.events.push(Event::Message(message));
         Ok(())
     }
 
@@ -851,13 +850,13 @@ impl Connection {
             }
             _ => {}
         }
-        self.events.push_back(Event::Error(error));
+        self.events.push(Event::Error(error));
         self.finish(code, reason, false);
     }
 
     fn finish(&mut self, code: CloseCode, reason: String, clean: bool) {
         self.enter_closed();
-        self.events.push_back(Event::Closed {
+        self.events.push(Event::Closed {
             code,
             reason,
             clean,

@@ -77,6 +77,7 @@
 mod config;
 mod connection;
 mod error;
+mod event_queue;
 pub mod frame;
 pub mod handshake;
 mod mask_keys;

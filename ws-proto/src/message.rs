@@ -115,10 +115,11 @@ pub enum Event {
     /// Server role: a complete HTTP request head arrived. Answer it with
     /// [`crate::Connection::accept`], [`crate::Connection::reject`] or
     /// [`crate::Connection::respond`]. [`Request::upgrade_error`] says whether
-    /// it can be accepted.
-    Request(Request),
+    /// it can be accepted. Boxed: it is large and comes once.
+    Request(Box<Request>),
     /// Client role: the server accepted the upgrade; the connection is open.
-    Accepted(ServerResponse),
+    /// Boxed, like [`Event::Request`].
+    Accepted(Box<ServerResponse>),
     /// A complete data message.
     Message(Message),
     /// A ping arrived (answered automatically when `auto_pong` is set).

@@ -107,7 +107,7 @@ pub async fn client_handshake<T: Transport, R: Runtime>(
     let conn = Connection::client(config.proto.clone(), request, keys, rt.now())?;
     let mut inner = Inner::new(conn, io, rt, config);
     match poll_fn(|cx| inner.poll_handshake(cx)).await? {
-        Event::Accepted(response) => Ok((WebSocket::from_inner(inner), response)),
+        Event::Accepted(response) => Ok((WebSocket::from_inner(inner), *response)),
         _ => Err(WsError::Closed),
     }
 }

@@ -97,6 +97,8 @@ pub(crate) struct Inner<T, R: Runtime> {
     read_eof: bool,
     shutdown_done: bool,
     linger_until: Option<Instant>,
+    /// When a closed connection gives up writing what is still queued.
+    finish_by: Option<Instant>,
     failed: bool,
     // Boxed: set at most once, at the end, and every idle connection
     // carries these fields.
@@ -120,6 +122,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             read_eof: false,
             shutdown_done: false,
             linger_until: None,
+            finish_by: None,
             failed: false,
             pending_error: None,
             close: None,
@@ -333,7 +336,15 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             return Poll::Ready(Ok(()));
         }
         if self.conn.buffered_outbound() > 0 {
-            return Poll::Pending; // poll_flush_out registered the waker
+            // A peer that does not read would keep us here forever: after
+            // the close timeout, the rest is abandoned.
+            let bound = self.conn.config().close_timeout;
+            let deadline = *self.finish_by.get_or_insert_with(|| self.rt.now() + bound);
+            if !self.poll_deadline(cx, deadline) {
+                return Poll::Pending; // poll_flush_out registered the waker
+            }
+            let unsent = self.conn.buffered_outbound();
+            self.conn.consume_transmit(unsent);
         }
         if let Some(until) = self.linger_until {
             while !self.read_eof && !self.poll_deadline(cx, until) {
