@@ -26,6 +26,9 @@ cargo test --workspace
 step "benchmarks build"
 cargo bench --workspace --no-run
 
+step "fuzz targets build (type-check)"
+cargo check --quiet --manifest-path ws-proto/fuzz/Cargo.toml
+
 step "Autobahn|Testsuite"
 scripts/install-autobahn.sh >/dev/null
 failed=0
