@@ -85,8 +85,8 @@ server_cmd() {
         tcp-echo) echo "$BIN/tcp-echo --listen ADDR" ;;
         fastwebsockets) echo "$BIN/peer-fastwebsockets --listen ADDR" ;;
         tungstenite) echo "$BIN/peer-tungstenite --listen ADDR" ;;
-        ws-tokio) echo "$BIN/ws-tokio echo --listen ADDR" ;;
-        ws-smol) echo "$BIN/ws-smol echo --listen ADDR" ;;
+        ws-tokio) echo "$BIN/ws-tokio echo --listen ADDR --threads 1 --log warn" ;;
+        ws-smol) echo "$BIN/ws-smol echo --listen ADDR --threads 1 --log warn" ;;
         *) return 1 ;;
     esac
 }
