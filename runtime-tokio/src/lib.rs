@@ -138,41 +138,4 @@ impl ws_runtime_common::Runtime for TokioRuntime {
     }
 }
 
-/// Server: accepts a WebSocket on `stream` (any valid upgrade request).
-pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    ws_runtime_common::accept(TokioRuntime, TokioIo(stream), config).await
-}
-
-/// Server: reads the request on `stream` and lets `decide` accept it (with
-/// a subprotocol, say) or answer with plain HTTP.
-pub async fn accept_with<S, F>(
-    stream: S,
-    config: WsConfig,
-    decide: F,
-) -> Result<WebSocket<S>, WsError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    F: FnOnce(&Request) -> Decision,
-{
-    ws_runtime_common::accept_with(TokioRuntime, TokioIo(stream), config, decide).await
-}
-
-/// Client: connects to a `ws://host:port/path?query` URL.
-pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
-    ws_runtime_common::connect(TokioRuntime, url, config).await
-}
-
-/// Client: the handshake over an existing stream.
-pub async fn client<S>(
-    stream: S,
-    request: ws_proto::ClientRequest,
-    config: WsConfig,
-) -> Result<(WebSocket<S>, ServerResponse), WsError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    ws_runtime_common::client_handshake(TokioRuntime, TokioIo(stream), request, config).await
-}
+ws_runtime_common::adapter_functions!(TokioRuntime, TokioIo, AsyncRead + AsyncWrite);

@@ -43,3 +43,47 @@ pub use handshake::{Decision, accept, accept_with, client_handshake, connect};
 pub use runtime::{Runtime, Transport};
 pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
 pub use url::WsUrl;
+
+/// Generates an adapter crate's public entry points (`accept`,
+/// `accept_with`, `connect`, `client`) for its runtime value `$rt`, its
+/// transport wrapper `$io` and the stream bounds of its IO traits, so both
+/// adapters offer the same functions from one definition.
+#[macro_export]
+macro_rules! adapter_functions {
+    ($rt:expr, $io:ident, $($bound:tt)+) => {
+        /// Server: accepts a WebSocket on `stream` (any valid upgrade request).
+        pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
+        where
+            S: $($bound)+ + Send + Unpin + 'static,
+        {
+            $crate::accept($rt, $io(stream), config).await
+        }
+
+        /// Server: reads the request on `stream` and lets `decide` accept it
+        /// (with a subprotocol, say) or answer with plain HTTP.
+        pub async fn accept_with<S, F>(stream: S, config: WsConfig, decide: F) -> Result<WebSocket<S>, WsError>
+        where
+            S: $($bound)+ + Send + Unpin + 'static,
+            F: FnOnce(&Request) -> Decision,
+        {
+            $crate::accept_with($rt, $io(stream), config, decide).await
+        }
+
+        /// Client: connects to a `ws://host:port/path?query` URL.
+        pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
+            $crate::connect($rt, url, config).await
+        }
+
+        /// Client: the handshake over an existing stream.
+        pub async fn client<S>(
+            stream: S,
+            request: ws_proto::ClientRequest,
+            config: WsConfig,
+        ) -> Result<(WebSocket<S>, ServerResponse), WsError>
+        where
+            S: $($bound)+ + Send + Unpin + 'static,
+        {
+            $crate::client_handshake($rt, $io(stream), request, config).await
+        }
+    };
+}
