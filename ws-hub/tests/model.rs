@@ -346,12 +346,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ),
                     Msg::Ack(s) => (format!(r#"{{"type":"ack","seq":{s}}}"#).into_bytes(), true),
                     Msg::Configure(on) => {
-                        if on {
-                            if let Some(cc) = c.open.get_mut(&conn) {
-                                cc.acks = true;
-                                if let Some(sid) = &cc.session {
-                                    c.session_acks.insert(sid.clone());
-                                }
+                        if on && let Some(cc) = c.open.get_mut(&conn) {
+                            cc.acks = true;
+                            if let Some(sid) = &cc.session {
+                                c.session_acks.insert(sid.clone());
                             }
                         }
                         (
