@@ -134,3 +134,56 @@ proptest! {
         prop_assert!(conn.is_closed());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The incremental validator agrees with `std::str::from_utf8` for any
+    /// bytes split anywhere, and fails in the piece holding the first bad
+    /// byte (fail fast), never later.
+    #[test]
+    fn incremental_utf8_matches_std_and_fails_fast(
+        text in ".{0,40}",
+        noise in proptest::collection::vec(any::<u8>(), 0..6),
+        at in any::<proptest::sample::Index>(),
+        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..5),
+    ) {
+        let mut bytes = text.into_bytes();
+        let pos = at.index(bytes.len() + 1);
+        bytes.splice(pos..pos, noise);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let expected = std::str::from_utf8(&bytes);
+        let ends: Vec<usize> = points.into_iter().chain(std::iter::once(bytes.len())).collect();
+        let mut v = ws_proto::utf8::Utf8Validator::new();
+        let mut prev = 0;
+        let mut failed_at = None;
+        for &end in &ends {
+            if v.feed(&bytes[prev..end]).is_err() {
+                failed_at = Some(end);
+                break;
+            }
+            prev = end;
+        }
+        match expected {
+            Ok(_) => prop_assert!(failed_at.is_none() && v.is_complete()),
+            Err(e) => match e.error_len() {
+                // Invalid bytes: caught in the piece that holds them.
+                Some(len) => {
+                    let first_bad = e.valid_up_to();
+                    // The invalid sequence is `len` bytes at `first_bad`; the
+                    // byte after it (if any) is what reveals a cut-short
+                    // sequence. The first piece that holds that byte must fail.
+                    let reveal = (first_bad + len + 1).min(bytes.len());
+                    let by = ends.iter().copied().find(|&end| end >= reveal);
+                    prop_assert!(
+                        failed_at.is_some_and(|end| end > first_bad && Some(end) <= by),
+                        "failed at {:?}, must fail after {} and by {:?}", failed_at, first_bad, by
+                    );
+                }
+                // Cut short at the end: only the end-of-message check fails.
+                None => prop_assert!(failed_at.is_none() && !v.is_complete()),
+            },
+        }
+    }
+}
