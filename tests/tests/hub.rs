@@ -171,6 +171,40 @@ fn a_bad_origin_is_refused_with_403_and_a_good_one_accepted() {
     }
 }
 
+#[test]
+fn connections_over_the_per_ip_limit_get_429_and_others_stay_up() {
+    let cfg = config(|s| s.max_connections_per_ip = Some(2));
+    for (srv, cli) in runtimes(1) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut a = connect(&rt, addr, "/ws").await;
+            let mut b = connect(&rt, addr, "/ws").await;
+            // A third upgrade from the same address is refused before it opens.
+            let reply = http(addr, &upgrade_request("/ws", &[]));
+            assert_eq!(reply.status, 429, "{srv:?}: {reply:?}");
+            // The two open connections are undisturbed.
+            assert_ack(&a.join("lobby").await, "join");
+            assert_ack(&b.join("lobby").await, "join");
+            // Closing one frees its slot.
+            a.close().await;
+            let mut c = None;
+            for _ in 0..200 {
+                if let Ok(client) = HubClient::connect(rt.clone(), addr, "/ws").await {
+                    c = Some(client);
+                    break;
+                }
+                sleep(&rt, Duration::from_millis(10)).await;
+            }
+            let mut c = c.expect("a freed slot is reusable");
+            assert_ack(&c.join("lobby").await, "join");
+            c.close().await;
+            b.close().await;
+        });
+        wait_metric(addr, "ws_ip_limit_refusals_total", |v| v >= 1);
+    }
+}
+
 // ---------------------------------------------------------------------
 // Messaging
 // ---------------------------------------------------------------------
