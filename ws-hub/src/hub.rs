@@ -816,12 +816,25 @@ impl Hub {
         }
     }
 
-    fn on_join(&mut self, now: Instant, conn: ConnId, room: &str, id: Option<&str>) {
+    /// Validates a join or leave request and finds the sender's session;
+    /// a malformed name gets `bad_request`.
+    fn room_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        op: Op,
+        room: &str,
+        id: Option<&str>,
+    ) -> Option<SessionKey> {
         if !self.valid_name(room) || id.is_some_and(|i| !self.valid_name(i)) {
-            self.bad_request(now, conn, Op::Join, id);
-            return;
+            self.bad_request(now, conn, op, id);
+            return None;
         }
-        let Some(key) = self.conns.get(&conn).map(|c| c.session) else {
+        self.conns.get(&conn).map(|c| c.session)
+    }
+
+    fn on_join(&mut self, now: Instant, conn: ConnId, room: &str, id: Option<&str>) {
+        let Some(key) = self.room_request(now, conn, Op::Join, room, id) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -854,11 +867,7 @@ impl Hub {
     }
 
     fn on_leave(&mut self, now: Instant, conn: ConnId, room: &str, id: Option<&str>) {
-        if !self.valid_name(room) || id.is_some_and(|i| !self.valid_name(i)) {
-            self.bad_request(now, conn, Op::Leave, id);
-            return;
-        }
-        let Some(key) = self.conns.get(&conn).map(|c| c.session) else {
+        let Some(key) = self.room_request(now, conn, Op::Leave, room, id) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&key) else {
