@@ -20,6 +20,9 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-Dwarnings" cargo doc --workspace --no-deps --quiet
+
 step "cargo test"
 cargo test --workspace
 
