@@ -106,9 +106,13 @@ struct Assembly {
 ///
 /// # Contract
 ///
-/// After every input or command, the caller MUST write out what
-/// `poll_transmit` yields (in order), MUST re-read `poll_timeout` and arm
-/// its timer for that instant, and SHOULD drain `poll_event`. `now` MUST
+/// After every input or command, the caller SHOULD drain `poll_event`
+/// (received frames are decoded there, one event at a time, and decoding
+/// may queue an automatic pong or a close frame), then MUST write out what
+/// `poll_transmit` yields (in order), and MUST re-read `poll_timeout` and
+/// arm its timer for that instant. A caller that stops draining events
+/// also stops decoding: input then waits in the receive buffer
+/// (`wants_read` turns false), which is the backpressure point. `now` MUST
 /// never go backwards; extra `handle_timeout` calls are harmless. Any
 /// chunking of the same input bytes yields the same events.
 ///

@@ -17,9 +17,11 @@
 //!
 //! # Driving a connection
 //!
-//! After every input (`handle_*`) or command (`send`, `close`, ...): write
-//! out what [`Connection::poll_transmit`] gives, re-arm a timer for
-//! [`Connection::poll_timeout`], and drain [`Connection::poll_event`].
+//! After every input (`handle_*`) or command (`send`, `close`, ...): drain
+//! [`Connection::poll_event`] (frames are decoded there, one event at a
+//! time, so replies to a message go out before anything a later frame
+//! causes), write out what [`Connection::poll_transmit`] gives, and re-arm
+//! a timer for [`Connection::poll_timeout`].
 //!
 //! ```
 //! use std::time::Instant;
