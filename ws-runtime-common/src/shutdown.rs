@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use event_listener::Event;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use event_listener::{Event, EventListener};
 
 /// A shutdown switch shared by the accept loop and every connection.
 #[derive(Debug, Default)]
@@ -33,16 +37,16 @@ impl Shutdown {
     }
 
     /// Completes once the shutdown has started.
-    pub async fn wait(&self) {
-        loop {
-            if self.is_triggered() {
-                return;
-            }
-            let listener = self.trigger_event.listen();
-            if self.is_triggered() {
-                return;
-            }
-            listener.await;
+    ///
+    /// The future is cheap to poll again and again (connection loops poll
+    /// it before every message): after the first poll it only reads an
+    /// atomic flag, and it takes the listener's lock again only when the
+    /// task's waker changes.
+    pub fn wait(&self) -> Wait<'_> {
+        Wait {
+            shutdown: self,
+            listener: None,
+            waker: None,
         }
     }
 
@@ -69,6 +73,44 @@ impl Shutdown {
             }
             listener.await;
         }
+    }
+}
+
+/// The future of [`Shutdown::wait`].
+#[derive(Debug)]
+pub struct Wait<'a> {
+    shutdown: &'a Shutdown,
+    listener: Option<Pin<Box<EventListener>>>,
+    /// The waker the listener was last polled with.
+    waker: Option<Waker>,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Registered with this task already; a trigger wakes it.
+            return Poll::Pending;
+        }
+        let listener = this
+            .listener
+            .get_or_insert_with(|| Box::pin(this.shutdown.trigger_event.listen()));
+        // Re-check after listening: a trigger in between notified nobody.
+        if this.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        if listener.as_mut().poll(cx).is_ready() {
+            // Notified: the flag is set before every notification.
+            this.listener = None;
+            return Poll::Ready(());
+        }
+        this.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -104,4 +146,39 @@ pub fn on_signals(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+
+    #[test]
+    fn wait_completes_on_trigger_whenever_it_comes() {
+        let shutdown = Shutdown::new();
+        let mut wait = Box::pin(shutdown.wait());
+        // Pending, twice (the second poll takes the cheap path).
+        assert!(block_on(poll_once(wait.as_mut())).is_none());
+        assert!(block_on(poll_once(wait.as_mut())).is_none());
+        let other = shutdown.clone();
+        let trigger = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            other.trigger();
+        });
+        block_on(wait); // woken by the trigger, on another waker than before
+        trigger.join().expect("trigger thread");
+        block_on(shutdown.wait()); // already triggered: ready at once
+    }
+
+    #[test]
+    fn drained_tracks_guards() {
+        let shutdown = Shutdown::new();
+        let a = shutdown.track();
+        let b = shutdown.track();
+        assert_eq!(shutdown.active(), 2);
+        drop(a);
+        assert!(block_on(poll_once(Box::pin(shutdown.drained()))).is_none());
+        drop(b);
+        block_on(shutdown.drained());
+    }
 }
