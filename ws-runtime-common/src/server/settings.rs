@@ -136,6 +136,22 @@ settings! {
     outbound_max_bytes: usize = 1_048_576, "WS_OUTBOUND_MAX_BYTES";
     /// Slow-consumer policy: `disconnect` (close 1013) or `drop-oldest`.
     slow_consumer: String = "disconnect", "WS_SLOW_CONSUMER";
+    /// Longest room, user or message id name, bytes.
+    max_name_len: usize = 128, "WS_MAX_NAME_LEN";
+    /// Malformed messages tolerated per violation window before closing with 1008.
+    max_violations: usize = 20, "WS_MAX_VIOLATIONS";
+    /// Window over which malformed messages are counted, milliseconds.
+    violation_window_ms: u64 = 60_000, "WS_VIOLATION_WINDOW_MS";
+    /// De-duplication ids remembered in total (bounds memory whatever clients send).
+    dedup_max_entries: usize = 262_144, "WS_DEDUP_MAX_ENTRIES";
+    /// Disconnected sessions kept for resume at most.
+    max_detached_sessions: usize = 100_000, "WS_MAX_DETACHED_SESSIONS";
+    /// Longest retransmission backoff for delivery acks, milliseconds.
+    ack_max_backoff_ms: u64 = 60_000, "WS_ACK_MAX_BACKOFF_MS";
+    /// Unacknowledged deliveries per session before closing it as a slow consumer (1013).
+    max_unacked: usize = 256, "WS_MAX_UNACKED";
+    /// Most HTTP headers in a handshake request.
+    max_headers: usize = 64, "WS_MAX_HEADERS";
     /// Largest WebSocket frame, bytes.
     max_frame_size: usize = 1_048_576, "WS_MAX_FRAME_SIZE";
     /// Largest HTTP handshake head, bytes.
@@ -216,6 +232,7 @@ impl ServerConfig {
         // A hub message is one frame or several; the hub limit applies after.
         ws.proto.max_message_size = s.max_frame_size.max(s.max_message_size);
         ws.proto.max_handshake_size = s.max_handshake_size;
+        ws.proto.max_headers = s.max_headers;
         ws.proto.handshake_timeout = Some(ms(s.handshake_timeout_ms));
         ws.proto.close_timeout = ms(s.close_timeout_ms);
         ws.proto
@@ -240,6 +257,13 @@ impl ServerConfig {
             replay_max_bytes: s.replay_max_bytes,
             ack_timeout: ms(s.ack_timeout_ms),
             ack_max_retries: s.ack_max_retries,
+            ack_max_backoff: ms(s.ack_max_backoff_ms),
+            max_unacked: s.max_unacked,
+            max_name_len: s.max_name_len,
+            max_violations: s.max_violations,
+            violation_window: ms(s.violation_window_ms),
+            dedup_max_entries: s.dedup_max_entries,
+            max_detached_sessions: s.max_detached_sessions,
             outbound: OutboundConfig {
                 max_messages: s.outbound_max_messages,
                 max_bytes: s.outbound_max_bytes,
