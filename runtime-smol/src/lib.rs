@@ -32,7 +32,7 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -106,17 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
-    }
+    ws_runtime_common::transport_write_methods!(poll_close);
 }
 
 /// An async-io timer that completes with `()`.

@@ -87,3 +87,27 @@ macro_rules! adapter_functions {
         }
     };
 }
+
+/// Generates the write half of a [`Transport`] impl for a wrapper whose
+/// field `0` implements its runtime's `AsyncWrite` (in scope at the call
+/// site); `$shutdown` is that trait's shutdown method (`poll_shutdown` for
+/// tokio, `poll_close` for futures-io).
+#[macro_export]
+macro_rules! transport_write_methods {
+    ($shutdown:ident) => {
+        fn poll_write_vectored(
+            &mut self,
+            cx: &mut ::std::task::Context<'_>,
+            bufs: &[::std::io::IoSlice<'_>],
+        ) -> ::std::task::Poll<::std::io::Result<usize>> {
+            ::std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        }
+
+        fn poll_shutdown(
+            &mut self,
+            cx: &mut ::std::task::Context<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<()>> {
+            ::std::pin::Pin::new(&mut self.0).$shutdown(cx)
+        }
+    };
+}
