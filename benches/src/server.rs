@@ -1,5 +1,7 @@
-//! Common plumbing of the peer servers: options, runtime, listener.
+//! Common plumbing of the peer servers: options, runtime, listener, and
+//! the accept loop ([`serve`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -61,4 +63,24 @@ pub async fn accept(l: &TcpListener) -> TcpStream {
             }
         }
     }
+}
+
+/// Runs a peer server until the process is killed: raises the open-file
+/// limit, builds the runtime `opts` asks for, binds, and spawns
+/// `handle(stream, n)` for the n-th accepted connection (from 0).
+pub fn serve<F, Fut>(opts: &ServerOpts, mut handle: F) -> std::io::Result<()>
+where
+    F: FnMut(TcpStream, u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    crate::raise_nofile_limit();
+    let rt = runtime(opts)?;
+    let listener = rt.block_on(async { listen(opts.listen) })?;
+    rt.block_on(async move {
+        for n in 0u64.. {
+            let stream = accept(&listener).await;
+            tokio::spawn(handle(stream, n));
+        }
+    });
+    Ok(())
 }

@@ -9,9 +9,6 @@
 //! `WebSocket::after_handshake`, so no hyper is involved: this is
 //! fastwebsockets at its leanest.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use clap::Parser;
 use fastwebsockets::{
@@ -38,27 +35,17 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ws_benches::raise_nofile_limit();
-    let rt = server::runtime(&args.server)?;
-    rt.block_on(async {
-        let listener = server::listen(args.server.listen)?;
-        let (bcast, _) = broadcast::channel::<(u64, OpCode, Bytes)>(args.queue.max(1));
-        let next_id = Arc::new(AtomicU64::new(0));
-        loop {
-            let stream = server::accept(&listener).await;
-            if args.broadcast {
-                let tx = bcast.clone();
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(tokio::task::unconstrained(async move {
-                    let _ = relay(stream, tx, id).await;
-                }));
-            } else {
-                tokio::spawn(tokio::task::unconstrained(async move {
-                    let _ = echo(stream).await;
-                }));
-            }
-        }
-    })
+    let (bcast, _) = broadcast::channel::<(u64, OpCode, Bytes)>(args.queue.max(1));
+    server::serve(&args.server, |stream, id| {
+        let tx = args.broadcast.then(|| bcast.clone());
+        tokio::task::unconstrained(async move {
+            let _ = match tx {
+                Some(tx) => relay(stream, tx, id).await,
+                None => echo(stream).await,
+            };
+        })
+    })?;
+    Ok(())
 }
 
 async fn echo(mut stream: TcpStream) -> anyhow::Result<()> {

@@ -3,9 +3,6 @@
 //! `--broadcast`, relay every data message from any client to all other
 //! clients.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use tokio::sync::broadcast;
@@ -27,27 +24,17 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ws_benches::raise_nofile_limit();
-    let rt = server::runtime(&args.server)?;
-    rt.block_on(async {
-        let listener = server::listen(args.server.listen)?;
-        let (bcast, _) = broadcast::channel::<(u64, Message)>(args.queue.max(1));
-        let next_id = Arc::new(AtomicU64::new(0));
-        loop {
-            let stream = server::accept(&listener).await;
-            if args.broadcast {
-                let tx = bcast.clone();
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let _ = relay(stream, tx, id).await;
-                });
-            } else {
-                tokio::spawn(async move {
-                    let _ = echo(stream).await;
-                });
-            }
+    let (bcast, _) = broadcast::channel::<(u64, Message)>(args.queue.max(1));
+    server::serve(&args.server, |stream, id| {
+        let tx = args.broadcast.then(|| bcast.clone());
+        async move {
+            let _ = match tx {
+                Some(tx) => relay(stream, tx, id).await,
+                None => echo(stream).await,
+            };
         }
-    })
+    })?;
+    Ok(())
 }
 
 async fn echo(stream: tokio::net::TcpStream) -> anyhow::Result<()> {

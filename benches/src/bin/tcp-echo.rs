@@ -17,26 +17,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ws_benches::raise_nofile_limit();
-    let rt = server::runtime(&args.server)?;
-    rt.block_on(async {
-        let listener = server::listen(args.server.listen)?;
+    let size = args.buf.max(1);
+    server::serve(&args.server, move |mut stream, _| async move {
+        let mut buf = vec![0u8; size];
         loop {
-            let mut stream = server::accept(&listener).await;
-            let size = args.buf.max(1);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; size];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
                     }
                 }
-            });
+            }
         }
-    })
+    })?;
+    Ok(())
 }
