@@ -19,6 +19,17 @@ pub struct ServerOpts {
     pub threads: usize,
 }
 
+/// Options of the WebSocket peers, which echo or relay.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerOpts {
+    /// Relay every message to all other connected clients instead of echoing.
+    #[arg(long)]
+    pub broadcast: bool,
+    /// Per-subscriber broadcast queue length (laggards lose messages).
+    #[arg(long, default_value_t = 4096)]
+    pub queue: usize,
+}
+
 /// Builds the runtime `opts` asks for.
 pub fn runtime(opts: &ServerOpts) -> std::io::Result<tokio::runtime::Runtime> {
     if opts.threads <= 1 {

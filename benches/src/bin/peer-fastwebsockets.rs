@@ -17,7 +17,7 @@ use fastwebsockets::{
 };
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
-use ws_benches::server::{self, ServerOpts};
+use ws_benches::server::{self, PeerOpts, ServerOpts};
 use ws_benches::wire;
 
 #[derive(Parser, Debug)]
@@ -25,19 +25,15 @@ use ws_benches::wire;
 struct Args {
     #[command(flatten)]
     server: ServerOpts,
-    /// Relay every message to all other connected clients instead of echoing.
-    #[arg(long)]
-    broadcast: bool,
-    /// Per-subscriber broadcast queue length (laggards lose messages).
-    #[arg(long, default_value_t = 4096)]
-    queue: usize,
+    #[command(flatten)]
+    peer: PeerOpts,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (bcast, _) = broadcast::channel::<(u64, OpCode, Bytes)>(args.queue.max(1));
+    let (bcast, _) = broadcast::channel::<(u64, OpCode, Bytes)>(args.peer.queue.max(1));
     server::serve(&args.server, |stream, id| {
-        let tx = args.broadcast.then(|| bcast.clone());
+        let tx = args.peer.broadcast.then(|| bcast.clone());
         tokio::task::unconstrained(async move {
             let _ = match tx {
                 Some(tx) => relay(stream, tx, id).await,

@@ -7,26 +7,22 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
-use ws_benches::server::{self, ServerOpts};
+use ws_benches::server::{self, PeerOpts, ServerOpts};
 
 #[derive(Parser, Debug)]
 #[command(about = "tokio-tungstenite peer server (echo or broadcast)")]
 struct Args {
     #[command(flatten)]
     server: ServerOpts,
-    /// Relay every message to all other connected clients instead of echoing.
-    #[arg(long)]
-    broadcast: bool,
-    /// Per-subscriber broadcast queue length (laggards lose messages).
-    #[arg(long, default_value_t = 4096)]
-    queue: usize,
+    #[command(flatten)]
+    peer: PeerOpts,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (bcast, _) = broadcast::channel::<(u64, Message)>(args.queue.max(1));
+    let (bcast, _) = broadcast::channel::<(u64, Message)>(args.peer.queue.max(1));
     server::serve(&args.server, |stream, id| {
-        let tx = args.broadcast.then(|| bcast.clone());
+        let tx = args.peer.broadcast.then(|| bcast.clone());
         async move {
             let _ = match tx {
                 Some(tx) => relay(stream, tx, id).await,
