@@ -202,7 +202,7 @@ fn try_feed_reports_backpressure_instead_of_growing() {
                 match writer.try_feed(message.clone()) {
                     Ok(()) => {
                         let flush = writer.flush();
-                        let _ = ws_runtime_common::echo::unless(
+                        let _ = ws_runtime_common::task::unless(
                             std::pin::pin!(rt.sleep_until(rt.now() + Duration::from_millis(5))),
                             flush,
                         )

@@ -1,11 +1,9 @@
 //! The echo server: every text and binary message goes back as it came.
 //! This is the server the Autobahn|Testsuite and the benchmarks drive.
 
-use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -16,23 +14,7 @@ use crate::handshake::accept;
 use crate::runtime::{Runtime, Transport};
 use crate::shutdown::Shutdown;
 use crate::stream::WsConfig;
-
-/// Runs `future` unless `stop` completes first (then `None`). `stop` is
-/// polled first, so a shutdown is noticed even under constant traffic.
-pub async fn unless<T>(
-    stop: std::pin::Pin<&mut impl Future<Output = ()>>,
-    future: impl Future<Output = T>,
-) -> Option<T> {
-    let mut stop = stop;
-    let mut future = pin!(future);
-    poll_fn(|cx| {
-        if stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        future.as_mut().poll(cx).map(Some)
-    })
-    .await
-}
+use crate::task::{accept_error, unless};
 
 /// Accepts connections on `listener` and echoes on each until `shutdown`
 /// triggers; then stops accepting, closes every client with 1001 and
@@ -70,17 +52,6 @@ pub async fn serve_echo<R: Runtime>(
     let deadline = rt.now() + grace;
     future::or(shutdown.drained(), rt.sleep_until(deadline)).await;
     Ok(())
-}
-
-/// Logs an accept failure; backs off briefly when out of file descriptors
-/// so the loop does not spin.
-pub async fn accept_error<R: Runtime>(rt: &R, e: io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    if e.raw_os_error()
-        .is_some_and(|code| code == 24 || code == 23)
-    {
-        rt.sleep_until(rt.now() + Duration::from_millis(50)).await;
-    }
 }
 
 /// One echo connection.

@@ -36,6 +36,7 @@ mod runtime;
 pub mod server;
 pub mod shutdown;
 mod stream;
+pub mod task;
 mod url;
 
 pub use error::WsError;

@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics};
 
 use crate::bus::{BusStats, run_redis_bus};
-use crate::echo::{accept_error, unless};
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
+use crate::task::{accept_error, unless};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
 pub use settings::{ServerConfig, Settings, SettingsError};
