@@ -55,6 +55,11 @@ pub struct TokioIo<S>(pub S);
 
 /// A WebSocket over a tokio stream (a `TcpStream` by default).
 pub type WebSocket<S = TcpStream> = ws_runtime_common::WebSocket<TokioIo<S>, TokioRuntime>;
+/// A WebSocket over TLS over a tokio stream, from [`accept_tls`] and
+/// [`connect_tls`]: the same WebSocket type, over the TLS transport.
+#[cfg(feature = "tls")]
+pub type TlsWebSocket<S = TcpStream> =
+    ws_runtime_common::WebSocket<ws_runtime_common::tls::TlsStream<TokioIo<S>>, TokioRuntime>;
 /// The receiving half of a [`WebSocket`].
 pub type ReadHalf<S = TcpStream> = ws_runtime_common::ReadHalf<TokioIo<S>, TokioRuntime>;
 /// The sending half of a [`WebSocket`].

@@ -38,6 +38,12 @@ pub enum WsError {
     /// A deadline passed (connect or close).
     #[error("timed out")]
     Timeout,
+    /// The TLS handshake failed: the peer's certificate is untrusted,
+    /// expired or for another host, a required client certificate is
+    /// missing, or the peer does not speak TLS.
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake failed: {0}")]
+    Tls(rustls::Error),
 }
 
 impl From<ws_proto::ClientError> for WsError {

@@ -1,6 +1,6 @@
 //! Opening handshakes over a transport: server accept, client connect.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::task::{Context, Poll};
 
 use futures_lite::future;
@@ -113,26 +113,50 @@ pub async fn client_handshake<T: Transport, R: Runtime>(
 }
 
 /// Client: connects to a `ws://` URL (TCP, then the handshake), within the
-/// configured handshake timeout.
+/// configured handshake timeout. A `wss://` URL needs TLS settings:
+/// `tls::connect_tls` (feature `tls`).
 pub async fn connect<R: Runtime>(
     rt: R,
     url: &str,
     config: WsConfig,
 ) -> Result<(WebSocket<R::Stream, R>, ServerResponse), WsError> {
     let url = WsUrl::parse(url)?;
-    let mut key = [0u8; 16];
-    os_random(&mut key)?;
-    let request = ClientRequest::new(url.host_header(), url.target.clone(), key);
+    if url.secure {
+        return Err(WsError::Url(format!(
+            "wss://{}: TLS needs client TLS settings (tls::connect_tls)",
+            url.authority()
+        )));
+    }
+    let request = client_request(&url)?;
     let timeout = config.proto.handshake_timeout;
-    let attempt = async {
+    within(&rt, timeout, async {
         let io = rt.connect(&url.authority()).await?;
         client_handshake(rt.clone(), io, request, config).await
-    };
+    })
+    .await
+}
+
+/// The upgrade request for `url`, with a fresh random key.
+pub(crate) fn client_request(url: &WsUrl) -> Result<ClientRequest, WsError> {
+    let mut key = [0u8; 16];
+    os_random(&mut key)?;
+    Ok(ClientRequest::new(
+        url.host_header(),
+        url.target.clone(),
+        key,
+    ))
+}
+
+/// Runs `attempt`, failing with [`WsError::Timeout`] after `timeout`.
+pub(crate) async fn within<R: Runtime, O>(
+    rt: &R,
+    timeout: Option<std::time::Duration>,
+    attempt: impl Future<Output = Result<O, WsError>>,
+) -> Result<O, WsError> {
     match timeout {
         None => attempt.await,
         Some(t) => {
-            let deadline = rt.now() + t;
-            let sleep = rt.sleep_until(deadline);
+            let sleep = rt.sleep_until(rt.now() + t);
             future::or(attempt, async {
                 sleep.await;
                 Err(WsError::Timeout)

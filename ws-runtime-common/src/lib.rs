@@ -10,6 +10,8 @@
 //!   everything queued), cancel-safe futures, close and handshake timeouts;
 //! - [`accept`], [`accept_with`], [`connect`], [`client_handshake`]: the
 //!   opening handshakes;
+//! - `tls` (feature `tls`): TLS as a transport, `wss://` clients and TLS
+//!   servers over either runtime, with the same [`WebSocket`] type;
 //! - the applications the binaries run: the echo server
 //!   ([`echo::serve_echo`]), the Autobahn client procedure
 //!   ([`autobahn::run_autobahn_client`]) and the command line ([`cli`]).
@@ -28,6 +30,8 @@
 
 pub mod autobahn;
 pub mod bus;
+#[cfg(any(test, feature = "certgen"))]
+pub mod certgen;
 pub mod cli;
 pub mod echo;
 mod error;
@@ -37,6 +41,8 @@ pub mod server;
 pub mod shutdown;
 mod stream;
 pub mod task;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod url;
 
 pub use error::WsError;
@@ -46,7 +52,9 @@ pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
 pub use url::WsUrl;
 
 /// Generates an adapter crate's public entry points (`accept`,
-/// `accept_with`, `connect`, `client`) for its runtime value `$rt`, its
+/// `accept_with`, `connect`, `client`, and with its `tls` feature
+/// `accept_tls` and `connect_tls`, which return its `TlsWebSocket`) for its
+/// runtime value `$rt`, its
 /// transport wrapper `$io` and the stream bounds of its IO traits, so both
 /// adapters offer the same functions from one definition.
 #[macro_export]
@@ -73,6 +81,31 @@ macro_rules! adapter_functions {
         /// Client: connects to a `ws://host:port/path?query` URL.
         pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
             $crate::connect($rt, url, config).await
+        }
+
+        /// Server over TLS: the TLS handshake on `stream`, then the
+        /// WebSocket handshake (one handshake timeout covers both).
+        #[cfg(feature = "tls")]
+        pub async fn accept_tls<S>(
+            stream: S,
+            tls: std::sync::Arc<$crate::tls::rustls::ServerConfig>,
+            config: WsConfig,
+        ) -> Result<TlsWebSocket<S>, WsError>
+        where
+            S: $($bound)+ + Send + Unpin + 'static,
+        {
+            $crate::tls::accept_tls($rt, $io(stream), tls, config).await
+        }
+
+        /// Client over TLS: connects to a `wss://host:port/path?query`
+        /// URL, verifying the server's certificate for the URL's host.
+        #[cfg(feature = "tls")]
+        pub async fn connect_tls(
+            url: &str,
+            tls: std::sync::Arc<$crate::tls::rustls::ClientConfig>,
+            config: WsConfig,
+        ) -> Result<(TlsWebSocket, ServerResponse), WsError> {
+            $crate::tls::connect_tls($rt, url, tls, config).await
         }
 
         /// Client: the handshake over an existing stream.
@@ -102,6 +135,13 @@ macro_rules! transport_write_methods {
             bufs: &[::std::io::IoSlice<'_>],
         ) -> ::std::task::Poll<::std::io::Result<usize>> {
             ::std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        }
+
+        fn poll_flush(
+            &mut self,
+            cx: &mut ::std::task::Context<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<()>> {
+            ::std::pin::Pin::new(&mut self.0).poll_flush(cx)
         }
 
         fn poll_shutdown(

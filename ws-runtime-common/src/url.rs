@@ -1,30 +1,30 @@
-//! `ws://` URLs.
+//! `ws://` and `wss://` URLs.
 
 use crate::error::WsError;
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: TLS.
+    pub secure: bool,
     /// Host name or address (IPv6 in brackets).
     pub host: String,
-    /// Port (80 by default).
+    /// Port (80 by default, 443 for `wss://`).
     pub port: u16,
     /// Path and query, starting with `/`.
     pub target: String,
 }
 
 impl WsUrl {
-    /// Parses a URL. `wss://` is refused with a clear error: TLS is not
-    /// implemented in these adapters.
+    /// Parses a URL.
     pub fn parse(url: &str) -> Result<Self, WsError> {
-        if url.starts_with("wss://") {
+        let (secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else {
             return Err(WsError::Url(format!(
-                "{url}: wss:// (TLS) is not supported"
-            )));
-        }
-        let Some(rest) = url.strip_prefix("ws://") else {
-            return Err(WsError::Url(format!(
-                "{url}: expected ws://host[:port]/path"
+                "{url}: expected ws://host[:port]/path or wss://..."
             )));
         };
         let (authority, target) = match rest.find(['/', '?']) {
@@ -47,7 +47,7 @@ impl WsUrl {
             return Err(WsError::Url(format!("{url}: missing host")));
         }
         let port = match port {
-            None => 80,
+            None => Self::default_port(secure),
             Some(p) => p
                 .parse()
                 .map_err(|_| WsError::Url(format!("{url}: invalid port {p:?}")))?,
@@ -58,7 +58,16 @@ impl WsUrl {
         {
             return Err(WsError::Url(format!("{url}: whitespace in path")));
         }
-        Ok(Self { host, port, target })
+        Ok(Self {
+            secure,
+            host,
+            port,
+            target,
+        })
+    }
+
+    fn default_port(secure: bool) -> u16 {
+        if secure { 443 } else { 80 }
     }
 
     /// `host:port`, for connecting.
@@ -66,9 +75,10 @@ impl WsUrl {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// The `Host` header value (port omitted when it is 80).
+    /// The `Host` header value (port omitted when it is the scheme's
+    /// default).
     pub fn host_header(&self) -> String {
-        if self.port == 80 {
+        if self.port == Self::default_port(self.secure) {
             self.host.clone()
         } else {
             self.authority()
@@ -100,10 +110,20 @@ mod tests {
     }
 
     #[test]
+    fn wss_defaults_to_443() {
+        let u = WsUrl::parse("wss://example.com/chat").unwrap();
+        assert!(u.secure);
+        assert_eq!((u.port, u.host_header()), (443, "example.com".to_owned()));
+        let u = WsUrl::parse("wss://example.com:8443").unwrap();
+        assert_eq!(u.host_header(), "example.com:8443");
+        assert!(!WsUrl::parse("ws://example.com").unwrap().secure);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_do() {
-        assert!(matches!(WsUrl::parse("wss://x/"), Err(WsError::Url(m)) if m.contains("TLS")));
         assert!(WsUrl::parse("http://x/").is_err());
         assert!(WsUrl::parse("ws://:80/").is_err());
+        assert!(WsUrl::parse("wss://:443/").is_err());
         assert!(WsUrl::parse("ws://x:99999/").is_err());
     }
 }
