@@ -15,6 +15,7 @@ use ws_runtime_common::{Runtime, WsConfig};
 pub mod cli;
 pub mod hub_client;
 pub mod redis;
+pub mod tls;
 
 /// Which runtime a side runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,4 +234,35 @@ pub fn read_frames_until_eof(tcp: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
 /// The close code in a close frame payload.
 pub fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// Starts an echo server over TLS on `rt` (each connection: a
+/// [`ws_runtime_common::tls::TlsStream`] under the echo connection).
+pub fn start_tls_echo(
+    rt: Rt,
+    tls: Arc<ws_runtime_common::tls::rustls::ServerConfig>,
+) -> TestServer {
+    start_server!(rt, |r, listener, stop| async move {
+        let config = WsConfig::default();
+        let mut halt = std::pin::pin!(stop.wait());
+        while let Some(accepted) =
+            ws_runtime_common::task::unless(halt.as_mut(), accept_next(&r, &listener)).await
+        {
+            let Ok((io, _)) = accepted else { continue };
+            let io = ws_runtime_common::tls::TlsStream::server(io, tls.clone()).expect("tls");
+            let (r2, config, stop) = (r.clone(), config.clone(), stop.clone());
+            let guard = stop.track();
+            r.spawn(async move {
+                let _guard = guard;
+                let _ = ws_runtime_common::echo::echo_connection(r2, io, &config, &stop).await;
+            });
+        }
+    })
+}
+
+async fn accept_next<R: Runtime>(
+    _: &R,
+    listener: &R::Listener,
+) -> std::io::Result<(R::Stream, SocketAddr)> {
+    R::accept(listener).await
 }

@@ -1,0 +1,105 @@
+//! TLS fixtures: a throw-away CA with server and client certificates
+//! written to PEM files, TLS settings made from them, and an echo server
+//! over TLS on either runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ws_runtime_common::certgen::{CertAuthority, IssuedCert, Validity};
+use ws_runtime_common::tls::rustls::pki_types::pem::PemObject;
+use ws_runtime_common::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ws_runtime_common::tls::rustls::{ClientConfig, ServerConfig};
+use ws_runtime_common::tls::{self, CertResolver, ClientAuth};
+
+/// A CA and a directory of PEM files, removed on drop.
+pub struct Pki {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The CA that issues everything here.
+    pub ca: CertAuthority,
+}
+
+impl Pki {
+    /// A new CA and an empty directory.
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("ws-tests-tls-{id}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        // A name of its own: a certificate from another CA of the same name
+        // would fail on its signature instead of its issuer.
+        let ca = CertAuthority::new(&format!("ws-tests CA {id}")).expect("CA");
+        let pki = Self { dir, ca };
+        pki.write("ca.pem", pki.ca.cert_pem());
+        pki
+    }
+
+    /// Writes `contents` to `name` in the directory.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("write PEM");
+        path
+    }
+
+    /// The CA certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues a certificate for `names` and writes it as `<stem>.pem` and
+    /// `<stem>.key`; returns both paths.
+    pub fn issue(&self, stem: &str, names: &[&str], validity: Validity) -> (PathBuf, PathBuf) {
+        let cert = self.ca.issue(names, validity).expect("issue");
+        self.write_pair(stem, &cert)
+    }
+
+    /// Writes an issued certificate as `<stem>.pem` and `<stem>.key`.
+    pub fn write_pair(&self, stem: &str, cert: &IssuedCert) -> (PathBuf, PathBuf) {
+        (
+            self.write(&format!("{stem}.pem"), &cert.cert_pem),
+            self.write(&format!("{stem}.key"), &cert.key_pem),
+        )
+    }
+
+    /// Server settings with a certificate for `localhost` and 127.0.0.1.
+    pub fn server(&self, client_auth: ClientAuth) -> Arc<ServerConfig> {
+        let (cert, key) = self.issue("server", &["localhost", "127.0.0.1"], Validity::Current);
+        server_config(cert, key, client_auth)
+    }
+
+    /// Client settings trusting this CA, presenting `identity` if given.
+    pub fn client(&self, identity: Option<&IssuedCert>) -> Arc<ClientConfig> {
+        let roots = tls::load_roots(&self.ca_file()).expect("roots");
+        let identity = identity.map(|c| {
+            let chain = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("chain");
+            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).expect("key");
+            (chain, key)
+        });
+        tls::client_config(roots, identity).expect("client config")
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Server settings from PEM files.
+pub fn server_config(cert: PathBuf, key: PathBuf, client_auth: ClientAuth) -> Arc<ServerConfig> {
+    let resolver = Arc::new(CertResolver::load(cert, key).expect("server certificate"));
+    tls::server_config(resolver, client_auth).expect("server config")
+}
