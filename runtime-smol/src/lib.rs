@@ -73,7 +73,6 @@ pub struct SmolIo<S>(pub S);
 pub type WebSocket<S = Async<TcpStream>> = ws_runtime_common::WebSocket<SmolIo<S>, SmolRuntime>;
 /// A WebSocket over TLS over a smol stream, from [`accept_tls`] and
 /// [`connect_tls`]: the same WebSocket type, over the TLS transport.
-#[cfg(feature = "tls")]
 pub type TlsWebSocket<S = Async<TcpStream>> =
     ws_runtime_common::WebSocket<ws_runtime_common::tls::TlsStream<SmolIo<S>>, SmolRuntime>;
 /// The receiving half of a [`WebSocket`].

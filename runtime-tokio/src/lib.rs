@@ -57,7 +57,6 @@ pub struct TokioIo<S>(pub S);
 pub type WebSocket<S = TcpStream> = ws_runtime_common::WebSocket<TokioIo<S>, TokioRuntime>;
 /// A WebSocket over TLS over a tokio stream, from [`accept_tls`] and
 /// [`connect_tls`]: the same WebSocket type, over the TLS transport.
-#[cfg(feature = "tls")]
 pub type TlsWebSocket<S = TcpStream> =
     ws_runtime_common::WebSocket<ws_runtime_common::tls::TlsStream<TokioIo<S>>, TokioRuntime>;
 /// The receiving half of a [`WebSocket`].

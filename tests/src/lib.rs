@@ -159,9 +159,17 @@ pub fn start_hub(rt: Rt, config: ws_runtime_common::server::ServerConfig) -> Tes
 
 /// Starts the echo server on `rt` with `config` on a free loopback port.
 pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
+    start_echo_with(rt, config, None)
+}
+
+fn start_echo_with(
+    rt: Rt,
+    config: WsConfig,
+    tls: Option<Arc<ws_runtime_common::server::tls::ServerTls>>,
+) -> TestServer {
     let grace = Duration::from_secs(5);
     start_server!(rt, |r, listener, stop| async move {
-        ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
+        ws_runtime_common::echo::serve_echo(r, listener, config, tls, stop, grace)
             .await
             .expect("serve");
     })
@@ -236,33 +244,7 @@ pub fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
 }
 
-/// Starts an echo server over TLS on `rt` (each connection: a
-/// [`ws_runtime_common::tls::TlsStream`] under the echo connection).
-pub fn start_tls_echo(
-    rt: Rt,
-    tls: Arc<ws_runtime_common::tls::rustls::ServerConfig>,
-) -> TestServer {
-    start_server!(rt, |r, listener, stop| async move {
-        let config = WsConfig::default();
-        let mut halt = std::pin::pin!(stop.wait());
-        while let Some(accepted) =
-            ws_runtime_common::task::unless(halt.as_mut(), accept_next(&r, &listener)).await
-        {
-            let Ok((io, _)) = accepted else { continue };
-            let io = ws_runtime_common::tls::TlsStream::server(io, tls.clone()).expect("tls");
-            let (r2, config, stop) = (r.clone(), config.clone(), stop.clone());
-            let guard = stop.track();
-            r.spawn(async move {
-                let _guard = guard;
-                let _ = ws_runtime_common::echo::echo_connection(r2, io, &config, &stop).await;
-            });
-        }
-    })
-}
-
-async fn accept_next<R: Runtime>(
-    _: &R,
-    listener: &R::Listener,
-) -> std::io::Result<(R::Stream, SocketAddr)> {
-    R::accept(listener).await
+/// Starts the echo server over TLS on `rt` on a free loopback port.
+pub fn start_tls_echo(rt: Rt, tls: Arc<ws_runtime_common::server::tls::ServerTls>) -> TestServer {
+    start_echo_with(rt, WsConfig::default(), Some(tls))
 }

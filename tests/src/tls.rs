@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ws_runtime_common::certgen::{CertAuthority, IssuedCert, Validity};
+use ws_runtime_common::server::tls::{ClientCertMode, ServerTls, TlsSettings};
+use ws_runtime_common::tls;
+use ws_runtime_common::tls::rustls::ClientConfig;
 use ws_runtime_common::tls::rustls::pki_types::pem::PemObject;
 use ws_runtime_common::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use ws_runtime_common::tls::rustls::{ClientConfig, ServerConfig};
-use ws_runtime_common::tls::{self, CertResolver, ClientAuth};
 
 /// A CA and a directory of PEM files, removed on drop.
 pub struct Pki {
@@ -66,10 +67,11 @@ impl Pki {
         )
     }
 
-    /// Server settings with a certificate for `localhost` and 127.0.0.1.
-    pub fn server(&self, client_auth: ClientAuth) -> Arc<ServerConfig> {
+    /// A server's TLS with a certificate for `localhost` and 127.0.0.1;
+    /// with `client_cert`, client certificates from this CA are verified.
+    pub fn server(&self, client_cert: Option<ClientCertMode>) -> Arc<ServerTls> {
         let (cert, key) = self.issue("server", &["localhost", "127.0.0.1"], Validity::Current);
-        server_config(cert, key, client_auth)
+        server_tls(cert, key, client_cert.map(|mode| (self.ca_file(), mode)))
     }
 
     /// Client settings trusting this CA, presenting `identity` if given.
@@ -98,8 +100,19 @@ impl Drop for Pki {
     }
 }
 
-/// Server settings from PEM files.
-pub fn server_config(cert: PathBuf, key: PathBuf, client_auth: ClientAuth) -> Arc<ServerConfig> {
-    let resolver = Arc::new(CertResolver::load(cert, key).expect("server certificate"));
-    tls::server_config(resolver, client_auth).expect("server config")
+/// A server's TLS from PEM files, verifying client certificates against
+/// `client_ca` when given.
+pub fn server_tls(
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<(PathBuf, ClientCertMode)>,
+) -> Arc<ServerTls> {
+    let (client_ca, mode) = match client_ca {
+        Some((ca, mode)) => (Some(ca), mode),
+        None => (None, ClientCertMode::Required),
+    };
+    let settings = TlsSettings::from_parts(Some(cert), Some(key), client_ca, mode)
+        .expect("settings")
+        .expect("TLS");
+    ServerTls::load(&settings).expect("server TLS")
 }

@@ -11,9 +11,9 @@ use ws_proto::{CloseCode, Message};
 use ws_runtime_common::WsConfig;
 use ws_runtime_common::WsError;
 use ws_runtime_common::certgen::Validity;
+use ws_runtime_common::tls::connect_tls;
 use ws_runtime_common::tls::rustls::{CertificateError, Error as TlsError};
-use ws_runtime_common::tls::{ClientAuth, connect_tls};
-use ws_tests::tls::{Pki, server_config};
+use ws_tests::tls::{Pki, server_tls};
 use ws_tests::*;
 
 #[test]
@@ -21,7 +21,7 @@ fn every_client_runtime_talks_to_every_server_runtime_over_wss() {
     let pki = Pki::new();
     let client = pki.client(None);
     for server_rt in RUNTIMES {
-        let server = start_tls_echo(server_rt, pki.server(ClientAuth::None));
+        let server = start_tls_echo(server_rt, pki.server(None));
         for client_rt in RUNTIMES {
             let url = format!("wss://localhost:{}/echo", server.addr.port());
             let big = Bytes::from(
@@ -83,10 +83,10 @@ fn untrusted_expired_and_wrong_host_certificates_are_refused() {
     let pki = Pki::new();
     let stranger = Pki::new();
     let (cert, key) = pki.issue("expired", &["localhost"], Validity::Expired);
-    let expired = start_tls_echo(Rt::Tokio, server_config(cert, key, ClientAuth::None));
+    let expired = start_tls_echo(Rt::Tokio, server_tls(cert, key, None));
     let (cert, key) = pki.issue("other-host", &["example.com"], Validity::Current);
-    let other_host = start_tls_echo(Rt::Smol, server_config(cert, key, ClientAuth::None));
-    let good = start_tls_echo(Rt::Tokio, pki.server(ClientAuth::None));
+    let other_host = start_tls_echo(Rt::Smol, server_tls(cert, key, None));
+    let good = start_tls_echo(Rt::Tokio, pki.server(None));
     for client_rt in RUNTIMES {
         let e = refused(
             client_rt,
@@ -128,7 +128,7 @@ fn untrusted_expired_and_wrong_host_certificates_are_refused() {
 fn plain_http_and_garbage_on_a_tls_port_close_that_connection_only() {
     let pki = Pki::new();
     for server_rt in RUNTIMES {
-        let server = start_tls_echo(server_rt, pki.server(ClientAuth::None));
+        let server = start_tls_echo(server_rt, pki.server(None));
         for junk in [
             &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
             &[0xff; 300][..],

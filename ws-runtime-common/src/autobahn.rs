@@ -1,23 +1,32 @@
 //! The Autobahn|Testsuite client procedure (`wstest -m fuzzingserver`):
 //! `getCaseCount`, then every `runCase` echoing, then `updateReports`.
 
+use std::sync::Arc;
+
 use ws_proto::Message;
 
 use crate::error::WsError;
-use crate::handshake::connect;
 use crate::runtime::Runtime;
 use crate::stream::WsConfig;
+use crate::tls::{connect_url, rustls::ClientConfig};
 
-/// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
-/// `agent`; returns the number of cases run.
+/// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`, or
+/// `wss://...` with `tls`) as `agent`; returns the number of cases run.
 pub async fn run_autobahn_client<R: Runtime>(
     rt: R,
     base_url: &str,
     agent: &str,
+    tls: Option<Arc<ClientConfig>>,
     config: WsConfig,
 ) -> Result<usize, WsError> {
     let base = base_url.trim_end_matches('/');
-    let (mut ws, _) = connect(rt.clone(), &format!("{base}/getCaseCount"), config.clone()).await?;
+    let (mut ws, _) = connect_url(
+        rt.clone(),
+        &format!("{base}/getCaseCount"),
+        tls.clone(),
+        config.clone(),
+    )
+    .await?;
     let count = match ws.recv().await? {
         Some(Message::Text(text)) => text
             .as_str()
@@ -30,7 +39,7 @@ pub async fn run_autobahn_client<R: Runtime>(
     tracing::info!(count, "running Autobahn cases");
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match connect(rt.clone(), &url, config.clone()).await {
+        match connect_url(rt.clone(), &url, tls.clone(), config.clone()).await {
             Ok((mut ws, _)) => loop {
                 match ws.recv().await {
                     Ok(Some(message)) => {
@@ -45,7 +54,13 @@ pub async fn run_autobahn_client<R: Runtime>(
             Err(e) => tracing::warn!(case, error = %e, "case connection failed"),
         }
     }
-    let (mut ws, _) = connect(rt, &format!("{base}/updateReports?agent={agent}"), config).await?;
+    let (mut ws, _) = connect_url(
+        rt,
+        &format!("{base}/updateReports?agent={agent}"),
+        tls,
+        config,
+    )
+    .await?;
     while ws.recv().await?.is_some() {}
     Ok(count)
 }

@@ -1,6 +1,6 @@
 //! Certificates made on the spot with `rcgen`: a throw-away certificate
 //! authority and the certificates it issues, for tests and for trying the
-//! TLS server without a real certificate (feature `certgen`).
+//! TLS server without a real certificate (`gen-cert`).
 //!
 //! ```
 //! use ws_runtime_common::certgen::{CertAuthority, Validity};

@@ -41,7 +41,6 @@ pub enum WsError {
     /// The TLS handshake failed: the peer's certificate is untrusted,
     /// expired or for another host, a required client certificate is
     /// missing, or the peer does not speak TLS.
-    #[cfg(feature = "tls")]
     #[error("TLS handshake failed: {0}")]
     Tls(rustls::Error),
 }

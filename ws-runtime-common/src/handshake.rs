@@ -127,17 +127,35 @@ pub async fn connect<R: Runtime>(
             url.authority()
         )));
     }
-    let request = client_request(&url)?;
+    connect_over(rt, &url, config, |tcp| async { Ok(tcp) }).await
+}
+
+/// Client: TCP to `url`'s host, `wrap` (TLS, say), then the WebSocket
+/// handshake, all within the configured handshake timeout.
+pub(crate) async fn connect_over<R, T, F, W>(
+    rt: R,
+    url: &WsUrl,
+    config: WsConfig,
+    wrap: W,
+) -> Result<(WebSocket<T, R>, ServerResponse), WsError>
+where
+    R: Runtime,
+    T: Transport,
+    F: Future<Output = Result<T, WsError>>,
+    W: FnOnce(R::Stream) -> F,
+{
+    let request = client_request(url)?;
     let timeout = config.proto.handshake_timeout;
     within(&rt, timeout, async {
-        let io = rt.connect(&url.authority()).await?;
+        let tcp = rt.connect(&url.authority()).await?;
+        let io = wrap(tcp).await?;
         client_handshake(rt.clone(), io, request, config).await
     })
     .await
 }
 
 /// The upgrade request for `url`, with a fresh random key.
-pub(crate) fn client_request(url: &WsUrl) -> Result<ClientRequest, WsError> {
+fn client_request(url: &WsUrl) -> Result<ClientRequest, WsError> {
     let mut key = [0u8; 16];
     os_random(&mut key)?;
     Ok(ClientRequest::new(

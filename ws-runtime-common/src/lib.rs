@@ -30,7 +30,6 @@
 
 pub mod autobahn;
 pub mod bus;
-#[cfg(any(test, feature = "certgen"))]
 pub mod certgen;
 pub mod cli;
 pub mod echo;
@@ -41,7 +40,6 @@ pub mod server;
 pub mod shutdown;
 mod stream;
 pub mod task;
-#[cfg(feature = "tls")]
 pub mod tls;
 mod url;
 
@@ -85,8 +83,7 @@ macro_rules! adapter_functions {
 
         /// Server over TLS: the TLS handshake on `stream`, then the
         /// WebSocket handshake (one handshake timeout covers both).
-        #[cfg(feature = "tls")]
-        pub async fn accept_tls<S>(
+                pub async fn accept_tls<S>(
             stream: S,
             tls: std::sync::Arc<$crate::tls::rustls::ServerConfig>,
             config: WsConfig,
@@ -99,8 +96,7 @@ macro_rules! adapter_functions {
 
         /// Client over TLS: connects to a `wss://host:port/path?query`
         /// URL, verifying the server's certificate for the URL's host.
-        #[cfg(feature = "tls")]
-        pub async fn connect_tls(
+                pub async fn connect_tls(
             url: &str,
             tls: std::sync::Arc<$crate::tls::rustls::ClientConfig>,
             config: WsConfig,

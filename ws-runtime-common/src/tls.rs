@@ -53,7 +53,7 @@ use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
 use ws_proto::{AcceptOptions, Request, ServerResponse};
 
 use crate::error::WsError;
-use crate::handshake::{Decision, accept_with, client_handshake, client_request, within};
+use crate::handshake::{Decision, accept_with, connect_over, within};
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{WebSocket, WsConfig};
 use crate::url::WsUrl;
@@ -615,12 +615,83 @@ pub async fn connect_tls<R: Runtime>(
         )));
     }
     let name = server_name(&url.host).map_err(|e| WsError::Url(e.to_string()))?;
-    let request = client_request(&url)?;
-    let timeout = config.proto.handshake_timeout;
-    within(&rt, timeout, async {
-        let tcp = rt.connect(&url.authority()).await?;
-        let io = client_tls_handshake(tcp, tls, name).await?;
-        client_handshake(rt.clone(), io, request, config).await
+    connect_over(rt, &url, config, |tcp| client_tls_handshake(tcp, tls, name)).await
+}
+
+/// A plain or a TLS transport: one type for code that serves or dials both
+/// `ws://` and `wss://` (the TLS state is boxed, so a plain connection
+/// does not carry its size).
+#[derive(Debug)]
+pub enum MaybeTls<T> {
+    /// Plain TCP.
+    Plain(T),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<T>>),
+}
+
+macro_rules! either {
+    ($self:ident, $io:ident => $e:expr) => {
+        match $self {
+            MaybeTls::Plain($io) => $e,
+            MaybeTls::Tls($io) => $e,
+        }
+    };
+}
+
+impl<T: Transport> Transport for MaybeTls<T> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        either!(self, io => io.poll_read_into(cx, buf))
+    }
+
+    fn poll_read_slice(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        either!(self, io => io.poll_read_slice(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, io => io.poll_shutdown(cx))
+    }
+}
+
+/// Client: connects to a `ws://` URL over plain TCP or to a `wss://` URL
+/// over TLS with `tls` (see [`client_config`]); without `tls` a `wss://`
+/// URL is refused.
+pub async fn connect_url<R: Runtime>(
+    rt: R,
+    url: &str,
+    tls: Option<Arc<ClientConfig>>,
+    config: WsConfig,
+) -> Result<(WebSocket<MaybeTls<R::Stream>, R>, ServerResponse), WsError> {
+    let url = WsUrl::parse(url)?;
+    if !url.secure {
+        return connect_over(rt, &url, config, |tcp| async { Ok(MaybeTls::Plain(tcp)) }).await;
+    }
+    let Some(tls) = tls else {
+        return Err(WsError::Url(format!(
+            "wss://{}: no TLS client settings",
+            url.authority()
+        )));
+    };
+    let name = server_name(&url.host).map_err(|e| WsError::Url(e.to_string()))?;
+    connect_over(rt, &url, config, |tcp| async {
+        Ok(MaybeTls::Tls(Box::new(
+            client_tls_handshake(tcp, tls, name).await?,
+        )))
     })
     .await
 }
@@ -678,7 +749,7 @@ pub async fn accept_tls<T: Transport, R: Runtime>(
 
 /// A failed TLS handshake as [`WsError::Tls`] when rustls refused the
 /// peer, else as [`WsError::Io`].
-fn handshake_error(e: io::Error) -> WsError {
+pub(crate) fn handshake_error(e: io::Error) -> WsError {
     match tls_error(&e) {
         Some(tls) => WsError::Tls(tls.clone()),
         None => WsError::Io(e),

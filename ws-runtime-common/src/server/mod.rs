@@ -22,6 +22,7 @@ mod hub_task;
 pub mod metrics;
 mod outbox;
 pub mod settings;
+pub mod tls;
 
 use std::io;
 use std::pin::pin;
