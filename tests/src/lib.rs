@@ -192,7 +192,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 }
 
 /// Reads an HTTP response head byte by byte (so nothing after it is lost).
-pub fn read_http_head(tcp: &mut TcpStream) -> String {
+pub fn read_http_head(tcp: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -2,6 +2,8 @@
 //! written to PEM files, TLS settings made from them, and an echo server
 //! over TLS on either runtime.
 
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ws_runtime_common::certgen::{CertAuthority, IssuedCert, Validity};
 use ws_runtime_common::server::tls::{ClientCertMode, ServerTls, TlsSettings};
 use ws_runtime_common::tls;
-use ws_runtime_common::tls::rustls::ClientConfig;
 use ws_runtime_common::tls::rustls::pki_types::pem::PemObject;
 use ws_runtime_common::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ws_runtime_common::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 /// A CA and a directory of PEM files, removed on drop.
 pub struct Pki {
@@ -115,4 +117,44 @@ pub fn server_tls(
         .expect("settings")
         .expect("TLS");
     ServerTls::load(&settings).expect("server TLS")
+}
+
+/// A blocking TLS connection to `addr` (verified as `localhost`) with the
+/// handshake done.
+pub fn tls_connect(
+    addr: SocketAddr,
+    client: Arc<ClientConfig>,
+) -> std::io::Result<StreamOwned<ClientConnection, TcpStream>> {
+    let mut tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(crate::hub_client::WAIT))?;
+    let name = tls::server_name("localhost").expect("name");
+    let mut conn = ClientConnection::new(client, name).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(StreamOwned::new(conn, tcp))
+}
+
+/// The certificate the server at `addr` presents now.
+pub fn peer_leaf(addr: SocketAddr, client: Arc<ClientConfig>) -> CertificateDer<'static> {
+    let stream = tls_connect(addr, client).expect("TLS handshake");
+    stream.conn.peer_certificates().expect("certificates")[0].clone()
+}
+
+/// `GET path` over TLS.
+pub fn https_get(
+    addr: SocketAddr,
+    client: Arc<ClientConfig>,
+    path: &str,
+) -> crate::hub_client::HttpReply {
+    let mut stream = tls_connect(addr, client).expect("TLS handshake");
+    crate::hub_client::http_over(
+        &mut stream,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// `/metrics` over TLS, as name → value.
+pub fn https_metrics(addr: SocketAddr, client: Arc<ClientConfig>) -> HashMap<String, u64> {
+    crate::hub_client::parse_metrics(&https_get(addr, client, "/metrics"))
 }
