@@ -74,6 +74,9 @@
 //! (streaming validation) are usable on their own; [`Connection`] composes
 //! them.
 //!
+//! `examples/blocking_echo.rs` drives [`Connection`] over blocking
+//! `std::net` sockets, a server and a client with no async runtime.
+//!
 //! # Cargo feature `proptest`
 //!
 //! Off by default. It adds the public module `ws_proto::strategies`:
