@@ -24,8 +24,11 @@ pub struct HubConfig {
     /// only fit for tests: an adapter MUST fill it from the OS random source
     /// (the same key on every node lets nodes recognise each other's ids).
     pub session_key: [u8; 32],
-    /// Distinguishes runs of the hub (session ids of an earlier run are
-    /// reported `expired`). Default 0; an adapter SHOULD pass a random value.
+    /// Distinguishes runs of the hub (session ids of an earlier run under
+    /// the same `session_key` are reported `expired`; under another key
+    /// they are `unknown`) and is part of
+    /// [`anonymous_namespace`](Self::anonymous_namespace). Default 0; an
+    /// adapter SHOULD pass a random value.
     pub session_seed: u64,
     /// Send a ping when a connection has been quiet this long. Default 30 s.
     pub ping_interval: Duration,
@@ -60,7 +63,10 @@ pub struct HubConfig {
     pub dedup_window: Duration,
     /// Ids remembered per publisher (LRU). Default 1024.
     pub dedup_per_publisher: usize,
-    /// Ids remembered in total. Default 262,144.
+    /// Ids remembered in total. When this many ids are inside their window,
+    /// a new publish is refused (`nack` `busy`) rather than evicting
+    /// another publisher's ids early. Must be at least
+    /// `dedup_per_publisher`. Default 262,144.
     pub dedup_max_entries: usize,
     /// How long a detached session is kept for resume. Default 120 s.
     pub session_retention: Duration,
@@ -121,6 +127,14 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// What adapters pass as [`AuthRequest::namespace`](crate::AuthRequest::namespace):
+    /// `<node_id>-<8 hex digits of session_seed>`, unique to this run of
+    /// this node (node ids are unique in a cluster, the seed is random per
+    /// run), so anonymous names never collide across nodes or restarts.
+    pub fn anonymous_namespace(&self) -> String {
+        format!("{}-{:08x}", self.node_id, self.session_seed & 0xffff_ffff)
+    }
+
     /// Checks that the configuration can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.is_empty() || self.node_id.len() > 64 {

@@ -309,7 +309,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         remote_addr: None,
                         resume: Some(ResumeRequest {
                             session: sid,
-                            last_seq,
+                            last_seq: Some(last_seq),
                         }),
                     },
                 );
