@@ -48,13 +48,15 @@ pub struct HubConfig {
     /// Maximum length in bytes of a room name, message id or user name in a
     /// request. Default 128.
     pub max_name_len: usize,
-    /// Token-bucket refill rate for requests (join, leave, publish, send,
-    /// broadcast) per connection. Default 50/s.
+    /// Token-bucket refill rate per connection. Every client message but a
+    /// delivery `ack` takes a token; a request over the limit is nacked
+    /// `rate_limited` (a violation), a `ping` or `configure` over it is
+    /// dropped unanswered (not a violation). Default 50/s.
     pub rate_per_sec: u32,
     /// Token-bucket size (burst). Default 100.
     pub rate_burst: u32,
     /// A connection with more than this many violations (malformed or
-    /// refused input, binary messages, rate-limit hits) within
+    /// oversized input, binary messages, rate-limited requests) within
     /// `violation_window` is closed with 1008. Default 20.
     pub max_violations: usize,
     /// See `max_violations`. Default 60 s.
@@ -68,7 +70,10 @@ pub struct HubConfig {
     /// another publisher's ids early. Must be at least
     /// `dedup_per_publisher`. Default 262,144.
     pub dedup_max_entries: usize,
-    /// How long a detached session is kept for resume. Default 120 s.
+    /// How long a detached session is kept for resume (`retention_ms` in
+    /// `welcome`). Sessions of clients that closed with 1000 or no code are
+    /// not kept (see [`Command::ClientClosed`](crate::Command::ClientClosed)).
+    /// Default 120 s.
     pub session_retention: Duration,
     /// Detached sessions kept at most; beyond this a dropped connection's
     /// session is discarded at once. Default 100,000.

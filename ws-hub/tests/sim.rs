@@ -1004,14 +1004,10 @@ fn a_full_dedup_table_refuses_new_ids_instead_of_evicting_others() {
         assert_eq!(s.send(c, &publish("r", id, "1")).len(), 5);
     }
     // Full: new ids of others are refused, not delivered.
-    assert_eq!(
-        s.send(3, &publish("r", "c2", "1")),
-        [nack(3, "publish", "c2", "busy")]
-    );
-    assert_eq!(
-        s.send(4, &publish("r", "d1", "1")),
-        [nack(4, "publish", "d1", "busy")]
-    );
+    for (c, id) in [(3, "c2"), (4, "d1")] {
+        let refused = nack(c, "publish", id, "busy");
+        assert_eq!(s.send(c, &publish("r", id, "1")), [refused]);
+    }
     // Alice's repeat is still a duplicate.
     assert_eq!(
         s.send(1, &publish("r", "a1", "1")),
