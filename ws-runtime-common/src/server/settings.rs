@@ -120,7 +120,7 @@ settings! {
     dedup_window_ms: u64 = 30_000, "WS_DEDUP_WINDOW_MS";
     /// De-duplication ids remembered per publisher (LRU bound).
     dedup_per_publisher: usize = 1024, "WS_DEDUP_PER_PUBLISHER";
-    /// How long a disconnected session can be resumed, milliseconds.
+    /// How long a disconnected session can be resumed, milliseconds (a client closing with 1000 ends it at once).
     session_retention_ms: u64 = 120_000, "WS_SESSION_RETENTION_MS";
     /// Messages kept per session for resume.
     replay_max_messages: usize = 128, "WS_REPLAY_MAX_MESSAGES";
