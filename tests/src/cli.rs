@@ -62,20 +62,8 @@ fn start_listening(bin: &str, args: &[&str]) -> (Reaped, String, mpsc::Receiver<
 /// exits cleanly on SIGTERM.
 pub fn check_cli(bin: &str) {
     let (mut echo, addr) = start_echo(bin);
-    let mut client = Command::new(bin)
-        .args(["client", "--url", &format!("ws://{addr}/cli")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start client");
-    client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all("one\ntwo ü\n\nthree\n".as_bytes())
-        .expect("write");
-    let out = wait_bounded(client, Duration::from_secs(30));
+    let url = format!("ws://{addr}/cli");
+    let out = run_client(bin, &url, &[], &[], "one\ntwo ü\n\nthree\n");
     assert!(
         out.status.success(),
         "client failed: {}",
