@@ -162,3 +162,35 @@ fn plain_http_and_garbage_on_a_tls_port_close_that_connection_only() {
         assert!(server.wait_active_at_most(0, Duration::from_secs(10)));
     }
 }
+
+#[test]
+fn mutual_tls_refuses_a_client_without_a_certificate_and_admits_one_with() {
+    let pki = Pki::new();
+    let alice = pki.ca.issue(&["alice"], Validity::Current).expect("cert");
+    let server = start_tls_echo(
+        Rt::Smol,
+        pki.server(Some(
+            ws_runtime_common::server::tls::ClientCertMode::Required,
+        )),
+    );
+    let url = format!("wss://localhost:{}/", server.addr.port());
+    for client_rt in RUNTIMES {
+        let (without, with) = (pki.client(None), pki.client(Some(&alice)));
+        let url = url.clone();
+        on_runtime!(client_rt, |rt| async move {
+            match connect_tls(rt.clone(), &url, without, WsConfig::default()).await {
+                Err(WsError::Tls(e)) => assert!(
+                    matches!(e, TlsError::AlertReceived(_)),
+                    "{client_rt:?}: {e}"
+                ),
+                Err(e) => panic!("{client_rt:?}: not a TLS refusal: {e}"),
+                Ok(_) => panic!("{client_rt:?}: admitted without a certificate"),
+            }
+            let (mut ws, _) = connect_tls(rt, &url, with, WsConfig::default())
+                .await
+                .expect("with a certificate");
+            ws.send(Message::text("mtls")).await.expect("send");
+            assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("mtls")));
+        });
+    }
+}

@@ -615,7 +615,19 @@ pub async fn connect_tls<R: Runtime>(
         )));
     }
     let name = server_name(&url.host).map_err(|e| WsError::Url(e.to_string()))?;
-    connect_over(rt, &url, config, |tcp| client_tls_handshake(tcp, tls, name)).await
+    connect_over(rt, &url, config, |tcp| client_tls_handshake(tcp, tls, name))
+        .await
+        .map_err(refusal_after_handshake)
+}
+
+/// A TLS refusal the client only learns after its side of the handshake
+/// (TLS 1.3: a server that wants a client certificate says so with an
+/// alert on the first read) as [`WsError::Tls`] too.
+fn refusal_after_handshake(e: WsError) -> WsError {
+    match e {
+        WsError::Io(io) => handshake_error(io),
+        e => e,
+    }
 }
 
 /// A plain or a TLS transport: one type for code that serves or dials both
@@ -694,6 +706,7 @@ pub async fn connect_url<R: Runtime>(
         )))
     })
     .await
+    .map_err(refusal_after_handshake)
 }
 
 /// Client: the TLS handshake over an open transport.
