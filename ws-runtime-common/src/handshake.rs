@@ -114,7 +114,7 @@ pub async fn client_handshake<T: Transport, R: Runtime>(
 
 /// Client: connects to a `ws://` URL (TCP, then the handshake), within the
 /// configured handshake timeout. A `wss://` URL needs TLS settings:
-/// `tls::connect_tls` (feature `tls`).
+/// [`crate::tls::connect_tls`].
 pub async fn connect<R: Runtime>(
     rt: R,
     url: &str,

@@ -10,7 +10,7 @@
 //!   everything queued), cancel-safe futures, close and handshake timeouts;
 //! - [`accept`], [`accept_with`], [`connect`], [`client_handshake`]: the
 //!   opening handshakes;
-//! - `tls` (feature `tls`): TLS as a transport, `wss://` clients and TLS
+//! - [`tls`]: TLS as a transport, `wss://` clients and TLS
 //!   servers over either runtime, with the same [`WebSocket`] type;
 //! - the applications the binaries run: the echo server
 //!   ([`echo::serve_echo`]), the Autobahn client procedure
@@ -50,9 +50,8 @@ pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
 pub use url::WsUrl;
 
 /// Generates an adapter crate's public entry points (`accept`,
-/// `accept_with`, `connect`, `client`, and with its `tls` feature
-/// `accept_tls` and `connect_tls`, which return its `TlsWebSocket`) for its
-/// runtime value `$rt`, its
+/// `accept_with`, `connect`, `client`, and `accept_tls` and `connect_tls`,
+/// which return its `TlsWebSocket`) for its runtime value `$rt`, its
 /// transport wrapper `$io` and the stream bounds of its IO traits, so both
 /// adapters offer the same functions from one definition.
 #[macro_export]
