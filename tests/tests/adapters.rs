@@ -5,8 +5,8 @@ use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ws_async::{Incoming, WsConfig, WsError, connect};
 use ws_proto::{CloseCode, Message};
-use ws_runtime_common::{Incoming, WsConfig, WsError, connect};
 use ws_tests::*;
 
 fn pairs() -> impl Iterator<Item = (Rt, Rt)> {
@@ -181,7 +181,7 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     // fails once the queue is over its bound, and the queue stays bounded.
     for rt_kind in RUNTIMES {
         on_runtime!(rt_kind, |rt| async move {
-            use ws_runtime_common::Runtime as _;
+            use ws_async::Runtime as _;
             let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
             let addr = local_addr(&rt, &listener);
             let peer = std::thread::spawn(move || {
@@ -192,7 +192,7 @@ fn try_feed_reports_backpressure_instead_of_growing() {
             let (io, _) = accept_one(&rt, &listener).await;
             let mut config = WsConfig::default();
             config.max_outbound = 256 * 1024;
-            let ws = ws_runtime_common::accept(rt.clone(), io, config)
+            let ws = ws_async::accept(rt.clone(), io, config)
                 .await
                 .expect("accept");
             let (_reader, mut writer) = ws.split();
@@ -202,7 +202,7 @@ fn try_feed_reports_backpressure_instead_of_growing() {
                 match writer.try_feed(message.clone()) {
                     Ok(()) => {
                         let flush = writer.flush();
-                        let _ = ws_runtime_common::task::unless(
+                        let _ = ws_server::task::unless(
                             std::pin::pin!(rt.sleep_until(rt.now() + Duration::from_millis(5))),
                             flush,
                         )
@@ -224,11 +224,11 @@ fn try_feed_reports_backpressure_instead_of_growing() {
 }
 
 /// Runtime-generic helpers for the test above.
-fn local_addr<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> std::net::SocketAddr {
+fn local_addr<R: ws_async::Runtime>(_: &R, l: &R::Listener) -> std::net::SocketAddr {
     R::local_addr(l).expect("addr")
 }
 
-async fn accept_one<R: ws_runtime_common::Runtime>(
+async fn accept_one<R: ws_async::Runtime>(
     _: &R,
     l: &R::Listener,
 ) -> (R::Stream, std::net::SocketAddr) {

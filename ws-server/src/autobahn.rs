@@ -3,10 +3,10 @@
 
 use ws_proto::Message;
 
-use crate::error::WsError;
-use crate::handshake::connect;
-use crate::runtime::Runtime;
-use crate::stream::WsConfig;
+use ws_async::Runtime;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::connect;
 
 /// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
 /// `agent`; returns the number of cases run.

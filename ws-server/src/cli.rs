@@ -10,13 +10,14 @@ use clap::{Args, Parser, Subcommand};
 use futures_lite::future;
 use ws_proto::{CloseCode, Message};
 
+use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
-use crate::error::WsError;
-use crate::handshake::connect;
-use crate::runtime::Runtime;
 use crate::shutdown::{Shutdown, on_signals};
-use crate::stream::WsConfig;
+use ws_async::Runtime;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::connect;
 
 /// A WebSocket server and client on a sans-IO core.
 #[derive(Debug, Parser)]
@@ -142,7 +143,7 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
-pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
+pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
         Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
@@ -180,7 +181,7 @@ async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Resu
     Ok(0)
 }
 
-async fn serve<R: Runtime>(
+async fn serve<R: ServerRuntime>(
     rt: R,
     file: Option<&std::path::Path>,
     flags: crate::server::Settings,
@@ -237,7 +238,7 @@ async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, W
         }
         writer.close(CloseCode::NORMAL, "").await?;
         // The read side finishes once the close handshake is done.
-        future::pending::<Result<Option<crate::CloseInfo>, WsError>>().await
+        future::pending::<Result<Option<ws_async::CloseInfo>, WsError>>().await
     };
     let info = future::or(read_side, write_side).await?;
     match info {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ws_hub::{HubConfig, OutboundConfig, SlowConsumerPolicy};
 
-use crate::stream::WsConfig;
+use ws_async::WsConfig;
 
 /// A configuration that cannot work, reported at start.
 #[derive(Debug, thiserror::Error)]
