@@ -13,7 +13,8 @@ use ws_proto::{CloseCode, Message};
 use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
-use crate::shutdown::{Shutdown, on_signals};
+use crate::server::DEFAULT_LISTEN;
+use crate::shutdown::{DEFAULT_GRACE, Shutdown, on_signals};
 use ws_async::Runtime;
 use ws_async::WsConfig;
 use ws_async::WsError;
@@ -55,7 +56,7 @@ pub enum Command {
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
     Echo {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9001")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Protocol limits.
         #[command(flatten)]
@@ -89,31 +90,38 @@ pub enum Command {
     },
 }
 
-/// Limits shared by every subcommand; each has a default.
+/// Limits shared by every subcommand; each defaults to the protocol
+/// core's default (`ws_proto::Config`, and `ws_async::WsConfig` for the
+/// outbound bound), the same defaults `serve` falls back to.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Largest accepted frame payload, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_frame_size)]
     pub max_frame_size: usize,
     /// Largest accepted message, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_message_size)]
     pub max_message_size: usize,
     /// Largest HTTP handshake head, in bytes.
-    #[arg(long, default_value_t = 8 << 10)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_handshake_size)]
     pub max_handshake_size: usize,
     /// Sending waits while more than this many bytes are queued.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = WsConfig::default().max_outbound)]
     pub max_outbound: usize,
     /// Opening handshake deadline, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = ws_proto::Config::default().handshake_timeout.map_or(0, millis))]
     pub handshake_timeout_ms: u64,
     /// How long to wait for the peer's close frame, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = millis(ws_proto::Config::default().close_timeout))]
     pub close_timeout_ms: u64,
     /// How long shutdown waits for clients to finish closing, in
     /// milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = millis(DEFAULT_GRACE))]
     pub shutdown_grace_ms: u64,
+}
+
+/// A duration as a number of milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LimitArgs {

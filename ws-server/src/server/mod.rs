@@ -36,7 +36,7 @@ use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
-pub use settings::{ServerConfig, Settings, SettingsError};
+pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
 
 /// State every connection task shares.
 pub(crate) struct Shared {
