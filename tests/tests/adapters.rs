@@ -127,6 +127,36 @@ fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
 }
 
 #[test]
+fn a_peer_violation_ends_recv_with_its_close_code_not_an_error() {
+    // The peer sends an unmasked frame: `recv` answers `Ok(None)` (the
+    // connection closed) and `close_info` carries 1002; the peer sees the
+    // same code.
+    for rt_kind in RUNTIMES {
+        on_runtime!(rt_kind, |rt| async move {
+            use ws_async::Runtime as _;
+            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+            let addr = local_addr(&rt, &listener);
+            let peer = std::thread::spawn(move || {
+                let mut bad = raw_client(addr);
+                bad.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
+                read_frames_until_eof(&mut bad)
+            });
+            let (io, _) = accept_one(&rt, &listener).await;
+            let mut ws = ws_async::accept(rt.clone(), io, WsConfig::default())
+                .await
+                .expect("accept");
+            let received = ws.recv().await;
+            assert!(matches!(received, Ok(None)), "{received:?}");
+            let info = ws.close_info().expect("closed");
+            assert_eq!(info.code, CloseCode::PROTOCOL_ERROR, "{info:?}");
+            let frames = peer.join().expect("peer");
+            let (opcode, payload) = frames.last().expect("a close frame");
+            assert_eq!((*opcode, close_code(payload)), (8, 1002));
+        });
+    }
+}
+
+#[test]
 fn a_peer_that_never_reads_meets_backpressure() {
     for server_rt in RUNTIMES {
         let mut config = WsConfig::default();

@@ -45,4 +45,4 @@ pub use error::WsError;
 pub use handshake::{Decision, accept, accept_with, client_handshake, connect};
 pub use runtime::{Runtime, Transport};
 pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
-pub use url::WsUrl;
+pub use url::{UrlError, WsUrl};

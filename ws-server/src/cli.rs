@@ -139,6 +139,19 @@ impl LimitArgs {
     }
 }
 
+/// Why a command failed (printed as `error: ...`, exit code 1).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Ws(#[from] WsError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Settings(#[from] crate::server::SettingsError),
+    #[error(transparent)]
+    Autobahn(#[from] crate::autobahn::AutobahnError),
+}
+
 /// Sets up `tracing` logging to stderr.
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -161,12 +174,13 @@ pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
                 .map(|count| {
                     tracing::info!(count, "Autobahn cases done");
                     0
-                }),
-            Err(e) => Err(e),
+                })
+                .map_err(CliError::from),
+            Err(e) => Err(e.into()),
         },
         Command::Client { url, limits } => match limits.config() {
-            Ok(config) => client(rt, &url, config).await,
-            Err(e) => Err(e),
+            Ok(config) => client(rt, &url, config).await.map_err(CliError::from),
+            Err(e) => Err(e.into()),
         },
     };
     match result {
@@ -178,7 +192,7 @@ pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
     }
 }
 
-async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Result<i32, WsError> {
+async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Result<i32, CliError> {
     let config = limits.config()?;
     let listener = rt.bind(listen).await?;
     let shutdown = Shutdown::new();
@@ -193,16 +207,15 @@ async fn serve<R: ServerRuntime>(
     rt: R,
     file: Option<&std::path::Path>,
     flags: crate::server::Settings,
-) -> Result<i32, WsError> {
+) -> Result<i32, CliError> {
     let settings = match file {
         Some(path) => match crate::server::Settings::from_file(path) {
             Ok(from_file) => flags.merge(from_file),
-            Err(e) => return Err(WsError::Config(e.to_string())),
+            Err(e) => return Err(e.into()),
         },
         None => flags,
     };
-    let config = crate::server::ServerConfig::from_settings(&settings)
-        .map_err(|e| WsError::Config(e.to_string()))?;
+    let config = crate::server::ServerConfig::from_settings(&settings)?;
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;

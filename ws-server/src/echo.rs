@@ -79,7 +79,8 @@ pub async fn echo_connection<T: Transport, R: Runtime>(
             // go before it waits for more input.
             Some(Ok(Some(message))) => ws.feed(message).await?,
             Some(Ok(None)) => return Ok(()),
-            Some(Err(WsError::Protocol(_))) => {} // closing with the right code; finish it
+            // The peer did not answer our close; finish shutting down.
+            Some(Err(WsError::Timeout)) => {}
             Some(Err(e)) => return Err(e),
         }
     }

@@ -280,10 +280,7 @@ async fn pump<T: Transport, R: Runtime>(
             // The peer did not answer our close in time: it may have stopped
             // reading (a slow consumer), so what is still queued for it
             // would never drain; give up on it now.
-            Step::Received(Err(WsError::Protocol(ws_proto::Error::CloseTimeout))) => {
-                return Ok(());
-            }
-            Step::Received(Err(WsError::Protocol(_))) => {} // the close is under way
+            Step::Received(Err(WsError::Timeout)) => return Ok(()),
             Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
             Step::Outbox(pending) => {
                 while writer.buffered() < bound || pending.close.is_some() {
