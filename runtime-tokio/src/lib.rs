@@ -17,7 +17,7 @@
 //! ```
 //! use runtime_tokio::{accept, connect, Message, WsConfig};
 //!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let addr = listener.local_addr().unwrap();
 //! tokio::spawn(async move {

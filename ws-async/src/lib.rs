@@ -32,6 +32,21 @@
 //! assert_eq!(config.max_outbound, 1 << 20);
 //! assert!(WsUrl::parse("http://example.com/").is_err());
 //! ```
+//!
+//! Code written against the traits runs on every adapter, the way the
+//! server application in `ws-server` does:
+//!
+//! ```
+//! use ws_async::{Runtime, Transport, WebSocket, WsError};
+//!
+//! /// Echoes every message until the peer closes; returns its close code.
+//! async fn echo<T: Transport, R: Runtime>(mut ws: WebSocket<T, R>) -> Result<u16, WsError> {
+//!     while let Some(message) = ws.recv().await? {
+//!         ws.feed(message).await?; // written by the next recv, batched
+//!     }
+//!     Ok(ws.close_info().map_or(1006, |info| info.code.0))
+//! }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
