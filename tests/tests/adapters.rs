@@ -133,18 +133,12 @@ fn a_peer_violation_ends_recv_with_its_close_code_not_an_error() {
     // same code.
     for rt_kind in RUNTIMES {
         on_runtime!(rt_kind, |rt| async move {
-            use ws_async::Runtime as _;
-            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
-            let addr = local_addr(&rt, &listener);
-            let peer = std::thread::spawn(move || {
+            let (mut ws, peer) = accept_raw_peer(&rt, WsConfig::default(), |addr| {
                 let mut bad = raw_client(addr);
                 bad.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
                 read_frames_until_eof(&mut bad)
-            });
-            let (io, _) = accept_one(&rt, &listener).await;
-            let mut ws = ws_async::accept(rt.clone(), io, WsConfig::default())
-                .await
-                .expect("accept");
+            })
+            .await;
             let received = ws.recv().await;
             assert!(matches!(received, Ok(None)), "{received:?}");
             let info = ws.close_info().expect("closed");
@@ -212,19 +206,14 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     for rt_kind in RUNTIMES {
         on_runtime!(rt_kind, |rt| async move {
             use ws_async::Runtime as _;
-            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
-            let addr = local_addr(&rt, &listener);
-            let peer = std::thread::spawn(move || {
+            let mut config = WsConfig::default();
+            config.max_outbound = 256 * 1024;
+            let (ws, peer) = accept_raw_peer(&rt, config, |addr| {
                 let tcp = raw_client(addr);
                 std::thread::sleep(Duration::from_secs(3));
                 drop(tcp);
-            });
-            let (io, _) = accept_one(&rt, &listener).await;
-            let mut config = WsConfig::default();
-            config.max_outbound = 256 * 1024;
-            let ws = ws_async::accept(rt.clone(), io, config)
-                .await
-                .expect("accept");
+            })
+            .await;
             let (_reader, mut writer) = ws.split();
             let message = Message::binary(vec![1u8; 16 * 1024]);
             let mut refused = false;
@@ -253,16 +242,24 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     }
 }
 
-/// Runtime-generic helpers for the test above.
-fn local_addr<R: ws_async::Runtime>(_: &R, l: &R::Listener) -> std::net::SocketAddr {
-    R::local_addr(l).expect("addr")
-}
-
-async fn accept_one<R: ws_async::Runtime>(
-    _: &R,
-    l: &R::Listener,
-) -> (R::Stream, std::net::SocketAddr) {
-    R::accept(l).await.expect("accept")
+/// Accepts one WebSocket on a fresh loopback listener from a raw peer that
+/// `peer` runs on a thread of its own (given the listener's address).
+async fn accept_raw_peer<R: ws_async::Runtime, P: Send + 'static>(
+    rt: &R,
+    config: WsConfig,
+    peer: impl FnOnce(std::net::SocketAddr) -> P + Send + 'static,
+) -> (
+    ws_async::WebSocket<R::Stream, R>,
+    std::thread::JoinHandle<P>,
+) {
+    let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+    let addr = R::local_addr(&listener).expect("addr");
+    let peer = std::thread::spawn(move || peer(addr));
+    let (io, _) = R::accept(&listener).await.expect("accept");
+    let ws = ws_async::accept(rt.clone(), io, config)
+        .await
+        .expect("accept");
+    (ws, peer)
 }
 
 #[test]
