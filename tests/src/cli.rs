@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ws_async::WsConfig;
+use ws_async::certgen::Validity;
+use ws_async::tls::{connect_tls, load_certs};
 use ws_proto::Message;
-use ws_runtime_common::WsConfig;
-use ws_runtime_common::certgen::Validity;
-use ws_runtime_common::tls::{connect_tls, load_certs};
 
 use crate::tls::{Pki, https_get, peer_leaf};
 

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::tls::rustls::ClientConfig;
+use ws_async::tls::{MaybeTls, client_tls_handshake, server_name};
+use ws_async::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 use ws_proto::{ClientRequest, CloseCode, Message};
-use ws_runtime_common::tls::rustls::ClientConfig;
-use ws_runtime_common::tls::{MaybeTls, client_tls_handshake, server_name};
-use ws_runtime_common::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 
 use crate::read_http_head;
 

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ws_runtime_common::certgen::{CertAuthority, IssuedCert, Validity};
-use ws_runtime_common::server::tls::{ClientCertMode, ServerTls, TlsSettings};
-use ws_runtime_common::tls;
-use ws_runtime_common::tls::rustls::pki_types::pem::PemObject;
-use ws_runtime_common::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use ws_runtime_common::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
+use ws_async::certgen::{CertAuthority, IssuedCert, Validity};
+use ws_async::tls;
+use ws_async::tls::rustls::pki_types::pem::PemObject;
+use ws_async::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ws_async::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
+use ws_server::server::tls::{ClientCertMode, ServerTls, TlsSettings};
 
 /// A CA and a directory of PEM files, removed on drop.
 pub struct Pki {

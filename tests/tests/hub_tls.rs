@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use ws_runtime_common::certgen::Validity;
-use ws_runtime_common::server::ServerConfig;
-use ws_runtime_common::server::tls::ClientCertMode;
-use ws_runtime_common::tls::rustls::ClientConfig;
-use ws_runtime_common::{Runtime, WsError};
+use ws_async::certgen::Validity;
+use ws_async::tls::rustls::ClientConfig;
+use ws_async::{Runtime, WsError};
+use ws_server::server::ServerConfig;
+use ws_server::server::tls::ClientCertMode;
 use ws_tests::hub_client::*;
 use ws_tests::tls::{Pki, https_get, https_metrics, tls_connect};
 use ws_tests::*;

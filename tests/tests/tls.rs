@@ -7,12 +7,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::certgen::Validity;
+use ws_async::tls::connect_tls;
+use ws_async::tls::rustls::{CertificateError, Error as TlsError};
 use ws_proto::{CloseCode, Message};
-use ws_runtime_common::WsConfig;
-use ws_runtime_common::WsError;
-use ws_runtime_common::certgen::Validity;
-use ws_runtime_common::tls::connect_tls;
-use ws_runtime_common::tls::rustls::{CertificateError, Error as TlsError};
 use ws_tests::tls::{Pki, server_tls};
 use ws_tests::*;
 
@@ -169,9 +169,7 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_admits_one_with() {
     let alice = pki.ca.issue(&["alice"], Validity::Current).expect("cert");
     let server = start_tls_echo(
         Rt::Smol,
-        pki.server(Some(
-            ws_runtime_common::server::tls::ClientCertMode::Required,
-        )),
+        pki.server(Some(ws_server::server::tls::ClientCertMode::Required)),
     );
     let url = format!("wss://localhost:{}/", server.addr.port());
     for client_rt in RUNTIMES {

@@ -12,7 +12,7 @@ use ws_proto::{
 use crate::error::WsError;
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{Inner, WebSocket, WsConfig};
-use crate::url::WsUrl;
+use crate::url::{UrlError, WsUrl};
 
 /// A server's answer to an upgrade request.
 #[derive(Debug, Clone)]
@@ -35,9 +35,6 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         }
         match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(WsError::Protocol(ws_proto::Error::Handshake(h)))) => {
-                Poll::Ready(Err(WsError::Handshake(h)))
-            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(_)) => Poll::Ready(Err(WsError::Closed)),
         }
@@ -114,7 +111,7 @@ pub async fn client_handshake<T: Transport, R: Runtime>(
 
 /// Client: connects to a `ws://` URL (TCP, then the handshake), within the
 /// configured handshake timeout. A `wss://` URL needs TLS settings:
-/// [`crate::tls::connect_tls`].
+/// `tls::connect_tls` (feature `tls`).
 pub async fn connect<R: Runtime>(
     rt: R,
     url: &str,
@@ -122,10 +119,7 @@ pub async fn connect<R: Runtime>(
 ) -> Result<(WebSocket<R::Stream, R>, ServerResponse), WsError> {
     let url = WsUrl::parse(url)?;
     if url.secure {
-        return Err(WsError::Url(format!(
-            "wss://{}: TLS needs client TLS settings (tls::connect_tls)",
-            url.authority()
-        )));
+        return Err(UrlError::Tls(format!("wss://{}", url.authority())).into());
     }
     connect_over(rt, &url, config, |tcp| async { Ok(tcp) }).await
 }
@@ -186,5 +180,5 @@ pub(crate) async fn within<R: Runtime, O>(
 
 /// Fills `buf` from the OS random source.
 fn os_random(buf: &mut [u8]) -> Result<(), WsError> {
-    getrandom::fill(buf).map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))
+    getrandom::fill(buf).map_err(|e| WsError::Io(std::io::Error::other(e)))
 }

@@ -3,12 +3,23 @@
 
 use std::sync::Arc;
 
+use ws_async::Runtime;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::tls::{connect_url, rustls::ClientConfig};
 use ws_proto::Message;
 
-use crate::error::WsError;
-use crate::runtime::Runtime;
-use crate::stream::WsConfig;
-use crate::tls::{connect_url, rustls::ClientConfig};
+/// Why the Autobahn client procedure stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutobahnError {
+    /// Connecting to or talking with the fuzzing server failed.
+    #[error(transparent)]
+    Ws(#[from] WsError),
+    /// `getCaseCount` did not answer with a number.
+    #[error("getCaseCount answered {0}")]
+    CaseCount(String),
+}
 
 /// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`, or
 /// `wss://...` with `tls`) as `agent`; returns the number of cases run.
@@ -18,7 +29,7 @@ pub async fn run_autobahn_client<R: Runtime>(
     agent: &str,
     tls: Option<Arc<ClientConfig>>,
     config: WsConfig,
-) -> Result<usize, WsError> {
+) -> Result<usize, AutobahnError> {
     let base = base_url.trim_end_matches('/');
     let (mut ws, _) = connect_url(
         rt.clone(),
@@ -32,8 +43,8 @@ pub async fn run_autobahn_client<R: Runtime>(
             .as_str()
             .trim()
             .parse::<usize>()
-            .map_err(|_| WsError::Url(format!("getCaseCount answered {:?}", text.as_str())))?,
-        other => return Err(WsError::Url(format!("getCaseCount answered {other:?}"))),
+            .map_err(|_| AutobahnError::CaseCount(format!("{:?}", text.as_str())))?,
+        other => return Err(AutobahnError::CaseCount(format!("{other:?}"))),
     };
     while ws.recv().await?.is_some() {}
     tracing::info!(count, "running Autobahn cases");
@@ -48,7 +59,7 @@ pub async fn run_autobahn_client<R: Runtime>(
                         }
                     }
                     Ok(None) | Err(WsError::Io(_)) => break,
-                    Err(_) => {} // a protocol error closes with its code; keep driving
+                    Err(_) => {} // a close timeout ends the case once recv returns None
                 }
             },
             Err(e) => tracing::warn!(case, error = %e, "case connection failed"),

@@ -1,9 +1,9 @@
 //! Certificates made on the spot with `rcgen`: a throw-away certificate
 //! authority and the certificates it issues, for tests and for trying the
-//! TLS server without a real certificate (`gen-cert`).
+//! TLS server without a real certificate (`gen-cert`); feature `certgen`.
 //!
 //! ```
-//! use ws_runtime_common::certgen::{CertAuthority, Validity};
+//! use ws_async::certgen::{CertAuthority, Validity};
 //!
 //! let ca = CertAuthority::new("test CA").unwrap();
 //! let server = ca.issue(&["localhost", "127.0.0.1"], Validity::Current).unwrap();
@@ -11,6 +11,8 @@
 //! assert!(server.key_pem.contains("PRIVATE KEY"));
 //! ```
 
+/// Why a certificate could not be made (rcgen's error).
+pub use rcgen::Error;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, date_time_ymd,
@@ -48,7 +50,7 @@ impl std::fmt::Debug for CertAuthority {
 
 impl CertAuthority {
     /// A new CA named `name` with a fresh ECDSA P-256 key.
-    pub fn new(name: &str) -> Result<Self, rcgen::Error> {
+    pub fn new(name: &str) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -69,7 +71,7 @@ impl CertAuthority {
     /// Issues a certificate for `names` (DNS names or IP addresses, as
     /// subject alternative names; the first is also the subject CN),
     /// usable by servers and by clients.
-    pub fn issue(&self, names: &[&str], validity: Validity) -> Result<IssuedCert, rcgen::Error> {
+    pub fn issue(&self, names: &[&str], validity: Validity) -> Result<IssuedCert, Error> {
         let key = KeyPair::generate()?;
         let params = leaf_params(names, validity)?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -81,7 +83,7 @@ impl CertAuthority {
 }
 
 /// A self-signed certificate for `names` (what `gen-cert` writes).
-pub fn self_signed(names: &[&str]) -> Result<IssuedCert, rcgen::Error> {
+pub fn self_signed(names: &[&str]) -> Result<IssuedCert, Error> {
     let key = KeyPair::generate()?;
     let cert = leaf_params(names, Validity::Current)?.self_signed(&key)?;
     Ok(IssuedCert {
@@ -90,7 +92,7 @@ pub fn self_signed(names: &[&str]) -> Result<IssuedCert, rcgen::Error> {
     })
 }
 
-fn leaf_params(names: &[&str], validity: Validity) -> Result<CertificateParams, rcgen::Error> {
+fn leaf_params(names: &[&str], validity: Validity) -> Result<CertificateParams, Error> {
     let mut params =
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
     if let Some(first) = names.first() {

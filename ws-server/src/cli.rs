@@ -12,15 +12,14 @@ use clap::{Args, Parser, Subcommand};
 use futures_lite::future;
 use ws_proto::{CloseCode, Message};
 
+use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
-use crate::error::WsError;
-use crate::runtime::Runtime;
+use crate::server::DEFAULT_LISTEN;
 use crate::server::tls::{ServerTls, TlsArgs, TlsSettings, reload_on_sighup};
-use crate::shutdown::{Shutdown, on_signals};
-use crate::stream::WsConfig;
-use crate::tls::{self, connect_url, rustls::ClientConfig};
-use crate::url::WsUrl;
+use crate::shutdown::{DEFAULT_GRACE, Shutdown, on_signals};
+use ws_async::tls::{self, connect_url, rustls::ClientConfig};
+use ws_async::{Runtime, WsConfig, WsError, WsUrl};
 
 /// A WebSocket server and client on a sans-IO core.
 #[derive(Debug, Parser)]
@@ -58,7 +57,7 @@ pub enum Command {
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
     Echo {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9001")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Protocol limits.
         #[command(flatten)]
@@ -119,31 +118,38 @@ pub enum Command {
     },
 }
 
-/// Limits shared by every subcommand; each has a default.
+/// Limits shared by every subcommand; each defaults to the protocol
+/// core's default (`ws_proto::Config`, and `ws_async::WsConfig` for the
+/// outbound bound), the same defaults `serve` falls back to.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Largest accepted frame payload, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_frame_size)]
     pub max_frame_size: usize,
     /// Largest accepted message, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_message_size)]
     pub max_message_size: usize,
     /// Largest HTTP handshake head, in bytes.
-    #[arg(long, default_value_t = 8 << 10)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_handshake_size)]
     pub max_handshake_size: usize,
     /// Sending waits while more than this many bytes are queued.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = WsConfig::default().max_outbound)]
     pub max_outbound: usize,
     /// Opening handshake deadline, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = ws_proto::Config::default().handshake_timeout.map_or(0, millis))]
     pub handshake_timeout_ms: u64,
     /// How long to wait for the peer's close frame, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = millis(ws_proto::Config::default().close_timeout))]
     pub close_timeout_ms: u64,
     /// How long shutdown waits for clients to finish closing, in
     /// milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = millis(DEFAULT_GRACE))]
     pub shutdown_grace_ms: u64,
+}
+
+/// A duration as a number of milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LimitArgs {
@@ -161,6 +167,23 @@ impl LimitArgs {
     }
 }
 
+/// Why a command failed (printed as `error: ...`, exit code 1).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Ws(#[from] WsError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Settings(#[from] crate::server::SettingsError),
+    #[error(transparent)]
+    Autobahn(#[from] crate::autobahn::AutobahnError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot make a certificate: {0}")]
+    CertGen(#[from] ws_async::certgen::Error),
+}
+
 /// Sets up `tracing` logging to stderr.
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -173,7 +196,7 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
-pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
+pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
         Command::Echo {
@@ -192,16 +215,19 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
                 .map(|count| {
                     tracing::info!(count, "Autobahn cases done");
                     0
-                }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+                })
+                .map_err(CliError::from),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
         },
         Command::Client {
             url,
             ca_file,
             limits,
         } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
-            (Ok(config), Ok(tls)) => client(rt, &url, tls, config).await,
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(config), Ok(tls)) => client(rt, &url, tls, config).await.map_err(CliError::from),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
         },
         Command::GenCert { cert, key, names } => gen_cert(&cert, &key, &names),
     };
@@ -216,24 +242,24 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
 
 /// TLS client settings for `url` when it is `wss://`: trusting `ca_file`,
 /// else the platform's roots.
-fn client_tls(url: &str, ca_file: Option<&Path>) -> Result<Option<Arc<ClientConfig>>, WsError> {
-    if !WsUrl::parse(url)?.secure {
+fn client_tls(url: &str, ca_file: Option<&Path>) -> Result<Option<Arc<ClientConfig>>, CliError> {
+    let secure = WsUrl::parse(url).map_err(WsError::from)?.secure;
+    if !secure {
         return Ok(None);
     }
     let roots = match ca_file {
-        Some(path) => tls::load_roots(path),
-        None => tls::platform_roots(),
+        Some(path) => tls::load_roots(path)?,
+        None => tls::platform_roots()?,
     };
-    let config = roots.and_then(|roots| tls::client_config(roots, None));
-    config.map(Some).map_err(|e| WsError::Config(e.to_string()))
+    Ok(Some(tls::client_config(roots, None)?))
 }
 
 /// Loads the server certificate and reloads it on SIGHUP.
-fn server_tls(settings: Option<TlsSettings>) -> Result<Option<Arc<ServerTls>>, WsError> {
+fn server_tls(settings: Option<TlsSettings>) -> Result<Option<Arc<ServerTls>>, CliError> {
     let Some(settings) = settings else {
         return Ok(None);
     };
-    let tls = ServerTls::load(&settings).map_err(|e| WsError::Config(e.to_string()))?;
+    let tls = ServerTls::load(&settings)?;
     reload_on_sighup(tls.clone())?;
     Ok(Some(tls))
 }
@@ -243,9 +269,12 @@ async fn echo<R: Runtime>(
     listen: SocketAddr,
     limits: &LimitArgs,
     tls: &TlsArgs,
-) -> Result<i32, WsError> {
+) -> Result<i32, CliError> {
     let config = limits.config()?;
-    let tls = server_tls(tls.settings().map_err(WsError::Config)?)?;
+    let tls = tls
+        .settings()
+        .map_err(crate::server::SettingsError::Invalid)?;
+    let tls = server_tls(tls)?;
     let listener = rt.bind(listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -256,9 +285,9 @@ async fn echo<R: Runtime>(
 }
 
 /// `gen-cert`: a self-signed certificate and its key.
-fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, WsError> {
+fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, CliError> {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let made = crate::certgen::self_signed(&names).map_err(|e| WsError::Config(e.to_string()))?;
+    let made = ws_async::certgen::self_signed(&names)?;
     std::fs::write(cert, &made.cert_pem)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -273,20 +302,19 @@ fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, WsError> {
     Ok(0)
 }
 
-async fn serve<R: Runtime>(
+async fn serve<R: ServerRuntime>(
     rt: R,
     file: Option<&Path>,
     flags: crate::server::Settings,
-) -> Result<i32, WsError> {
+) -> Result<i32, CliError> {
     let settings = match file {
         Some(path) => match crate::server::Settings::from_file(path) {
             Ok(from_file) => flags.merge(from_file),
-            Err(e) => return Err(WsError::Config(e.to_string())),
+            Err(e) => return Err(e.into()),
         },
         None => flags,
     };
-    let config = crate::server::ServerConfig::from_settings(&settings)
-        .map_err(|e| WsError::Config(e.to_string()))?;
+    let config = crate::server::ServerConfig::from_settings(&settings)?;
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -338,7 +366,7 @@ async fn client<R: Runtime>(
         }
         writer.close(CloseCode::NORMAL, "").await?;
         // The read side finishes once the close handshake is done.
-        future::pending::<Result<Option<crate::CloseInfo>, WsError>>().await
+        future::pending::<Result<Option<ws_async::CloseInfo>, WsError>>().await
     };
     let info = future::or(read_side, write_side).await?;
     match info {

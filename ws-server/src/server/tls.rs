@@ -10,12 +10,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::error::WsError;
-use crate::runtime::{Runtime, Transport};
-use crate::stream::WsConfig;
-use crate::tls::{self, CertResolver, ClientAuth, TlsError, TlsStream, rustls};
+use ws_async::tls::{self, CertResolver, ClientAuth, TlsError, TlsStream, rustls};
+use ws_async::{Runtime, Transport, WsConfig, WsError};
 
 /// Whether clients must present a certificate when a client CA is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -161,22 +158,7 @@ impl ServerTls {
         io: T,
         config: &WsConfig,
     ) -> Result<(TlsStream<T>, WsConfig), WsError> {
-        let timeout = config.proto.handshake_timeout;
-        let started = rt.now();
-        let stream = crate::handshake::within(rt, timeout, async {
-            let mut stream = TlsStream::server(io, self.config.clone())
-                .map_err(|e| WsError::Config(e.to_string()))?;
-            stream.handshake().await.map_err(tls::handshake_error)?;
-            Ok(stream)
-        })
-        .await?;
-        let mut config = config.clone();
-        if let Some(t) = timeout {
-            let spent = rt.now().saturating_duration_since(started);
-            config.proto.handshake_timeout =
-                Some(t.saturating_sub(spent).max(Duration::from_millis(1)));
-        }
-        Ok((stream, config))
+        tls::server_tls_handshake(rt, io, self.config.clone(), config).await
     }
 }
 

@@ -25,7 +25,7 @@
 //!   and verified against the certificate.
 //!
 //! ```
-//! use ws_runtime_common::tls::{TlsError, client_config, load_certs};
+//! use ws_async::tls::{TlsError, client_config, load_certs};
 //!
 //! // A missing file is a clear, typed error naming the file.
 //! let err = load_certs("/nonexistent/cert.pem".as_ref()).unwrap_err();
@@ -40,6 +40,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::BytesMut;
 pub use rustls;
@@ -56,7 +57,7 @@ use crate::error::WsError;
 use crate::handshake::{Decision, accept_with, connect_over, within};
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{WebSocket, WsConfig};
-use crate::url::WsUrl;
+use crate::url::{UrlError, WsUrl};
 
 /// The most one plaintext read zeroes and fills.
 const MAX_READ: usize = 64 * 1024;
@@ -399,7 +400,7 @@ fn invalid_data(e: rustls::Error) -> io::Error {
 
 impl<T: Transport> TlsStream<T> {
     /// The server side of a connection accepted on `io`.
-    pub fn server(io: T, config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+    pub fn server(io: T, config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
         let tls = rustls::ServerConnection::new(config)?;
         Ok(Self::new(io, tls.into()))
     }
@@ -409,7 +410,7 @@ impl<T: Transport> TlsStream<T> {
         io: T,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, rustls::Error> {
         let tls = rustls::ClientConnection::new(config, name)?;
         Ok(Self::new(io, tls.into()))
     }
@@ -609,12 +610,9 @@ pub async fn connect_tls<R: Runtime>(
 ) -> Result<(WebSocket<TlsStream<R::Stream>, R>, ServerResponse), WsError> {
     let url = WsUrl::parse(url)?;
     if !url.secure {
-        return Err(WsError::Url(format!(
-            "ws://{}: connect_tls needs a wss:// URL",
-            url.authority()
-        )));
+        return Err(UrlError::NotTls(format!("ws://{}", url.authority())).into());
     }
-    let name = server_name(&url.host).map_err(|e| WsError::Url(e.to_string()))?;
+    let name = url_server_name(&url)?;
     connect_over(rt, &url, config, |tcp| client_tls_handshake(tcp, tls, name))
         .await
         .map_err(refusal_after_handshake)
@@ -694,12 +692,9 @@ pub async fn connect_url<R: Runtime>(
         return connect_over(rt, &url, config, |tcp| async { Ok(MaybeTls::Plain(tcp)) }).await;
     }
     let Some(tls) = tls else {
-        return Err(WsError::Url(format!(
-            "wss://{}: no TLS client settings",
-            url.authority()
-        )));
+        return Err(UrlError::Tls(format!("wss://{}", url.authority())).into());
     };
-    let name = server_name(&url.host).map_err(|e| WsError::Url(e.to_string()))?;
+    let name = url_server_name(&url)?;
     connect_over(rt, &url, config, |tcp| async {
         Ok(MaybeTls::Tls(Box::new(
             client_tls_handshake(tcp, tls, name).await?,
@@ -715,7 +710,7 @@ pub async fn client_tls_handshake<T: Transport>(
     tls: Arc<ClientConfig>,
     name: ServerName<'static>,
 ) -> Result<TlsStream<T>, WsError> {
-    let mut io = TlsStream::client(io, tls, name).map_err(tls_config_error)?;
+    let mut io = TlsStream::client(io, tls, name).map_err(WsError::Tls)?;
     io.handshake().await.map_err(handshake_error)?;
     Ok(io)
 }
@@ -737,14 +732,38 @@ where
     R: Runtime,
     F: FnOnce(&Request, Option<&str>) -> Decision,
 {
+    let (io, config) = server_tls_handshake(&rt, io, tls, &config).await?;
+    let user = io.peer_user();
+    accept_with(rt, io, config, |request| decide(request, user.as_deref())).await
+}
+
+/// Server: the TLS handshake on an accepted `io`, within the handshake
+/// timeout of `config`. Returns the stream, and `config` with its
+/// handshake timeout cut to what is left for the WebSocket handshake, so
+/// that one timeout covers both. A client that fails TLS (plain HTTP,
+/// garbage, no certificate where one is required) is [`WsError::Tls`].
+pub async fn server_tls_handshake<T: Transport, R: Runtime>(
+    rt: &R,
+    io: T,
+    tls: Arc<ServerConfig>,
+    config: &WsConfig,
+) -> Result<(TlsStream<T>, WsConfig), WsError> {
     let timeout = config.proto.handshake_timeout;
-    within(&rt.clone(), timeout, async {
-        let mut io = TlsStream::server(io, tls).map_err(tls_config_error)?;
-        io.handshake().await.map_err(handshake_error)?;
-        let user = io.peer_user();
-        accept_with(rt, io, config, |request| decide(request, user.as_deref())).await
+    let started = rt.now();
+    let stream = within(rt, timeout, async {
+        let mut stream = TlsStream::server(io, tls).map_err(WsError::Tls)?;
+        stream.handshake().await.map_err(handshake_error)?;
+        Ok(stream)
     })
-    .await
+    .await?;
+    let mut config = config.clone();
+    if let Some(t) = timeout {
+        let spent = rt.now().saturating_duration_since(started);
+        // At least a millisecond: a zero timeout would mean "none".
+        config.proto.handshake_timeout =
+            Some(t.saturating_sub(spent).max(Duration::from_millis(1)));
+    }
+    Ok((stream, config))
 }
 
 /// Server: accepts any valid upgrade request over TLS.
@@ -762,15 +781,16 @@ pub async fn accept_tls<T: Transport, R: Runtime>(
 
 /// A failed TLS handshake as [`WsError::Tls`] when rustls refused the
 /// peer, else as [`WsError::Io`].
-pub(crate) fn handshake_error(e: io::Error) -> WsError {
+fn handshake_error(e: io::Error) -> WsError {
     match tls_error(&e) {
         Some(tls) => WsError::Tls(tls.clone()),
         None => WsError::Io(e),
     }
 }
 
-fn tls_config_error(e: TlsError) -> WsError {
-    WsError::Config(e.to_string())
+/// The TLS server name of a URL's host.
+fn url_server_name(url: &WsUrl) -> Result<ServerName<'static>, WsError> {
+    server_name(&url.host).map_err(|_| UrlError::ServerName(url.host.clone()).into())
 }
 
 #[cfg(test)]

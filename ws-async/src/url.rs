@@ -1,6 +1,41 @@
 //! `ws://` and `wss://` URLs.
 
-use crate::error::WsError;
+/// Why a string is not a `ws://` or `wss://` URL these adapters can
+/// connect to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// A `wss://` URL given to a plain-TCP connect: TLS needs TLS client
+    /// settings (`tls::connect_tls` or `tls::connect_url`, feature `tls`).
+    #[error("{0}: wss:// needs TLS client settings (tls::connect_tls)")]
+    Tls(String),
+    /// A `ws://` URL where TLS was asked for.
+    #[error("{0}: expected a wss:// URL for TLS")]
+    NotTls(String),
+    /// Not a `ws://` or `wss://` URL.
+    #[error("{0}: expected ws://host[:port]/path or wss://host[:port]/path")]
+    Scheme(String),
+    /// An IPv6 address without its closing bracket.
+    #[error("{0}: unterminated IPv6 address")]
+    UnterminatedIpv6(String),
+    /// No host.
+    #[error("{0}: missing host")]
+    MissingHost(String),
+    /// A port that is not a number from 0 to 65535.
+    #[error("{url}: invalid port {port:?}")]
+    InvalidPort {
+        /// The URL.
+        url: String,
+        /// The port as written.
+        port: String,
+    },
+    /// A host that cannot be a TLS server name (for `wss://`).
+    #[error("{0}: not a valid TLS server name")]
+    ServerName(String),
+    /// Whitespace or control characters in the path or query.
+    #[error("{0}: whitespace in path")]
+    Whitespace(String),
+}
 
 /// A parsed `ws[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +51,14 @@ pub struct WsUrl {
 }
 
 impl WsUrl {
-    /// Parses a URL.
-    pub fn parse(url: &str) -> Result<Self, WsError> {
+    /// Parses a `ws://` or `wss://` URL.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
         let (secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("wss://") {
             (true, rest)
         } else {
-            return Err(WsError::Url(format!(
-                "{url}: expected ws://host[:port]/path or wss://..."
-            )));
+            return Err(UrlError::Scheme(url.to_owned()));
         };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
@@ -35,7 +68,7 @@ impl WsUrl {
         let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
             let (h, after) = stripped
                 .split_once(']')
-                .ok_or_else(|| WsError::Url(format!("{url}: unterminated IPv6 address")))?;
+                .ok_or_else(|| UrlError::UnterminatedIpv6(url.to_owned()))?;
             (format!("[{h}]"), after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -44,19 +77,20 @@ impl WsUrl {
             }
         };
         if host.is_empty() || host == "[]" {
-            return Err(WsError::Url(format!("{url}: missing host")));
+            return Err(UrlError::MissingHost(url.to_owned()));
         }
         let port = match port {
             None => Self::default_port(secure),
-            Some(p) => p
-                .parse()
-                .map_err(|_| WsError::Url(format!("{url}: invalid port {p:?}")))?,
+            Some(p) => p.parse().map_err(|_| UrlError::InvalidPort {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            })?,
         };
         if target
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(WsError::Url(format!("{url}: whitespace in path")));
+            return Err(UrlError::Whitespace(url.to_owned()));
         }
         Ok(Self {
             secure,
@@ -75,8 +109,7 @@ impl WsUrl {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// The `Host` header value (port omitted when it is the scheme's
-    /// default).
+    /// The `Host` header value (port omitted when it is 80).
     pub fn host_header(&self) -> String {
         if self.port == Self::default_port(self.secure) {
             self.host.clone()
@@ -117,13 +150,33 @@ mod tests {
         let u = WsUrl::parse("wss://example.com:8443").unwrap();
         assert_eq!(u.host_header(), "example.com:8443");
         assert!(!WsUrl::parse("ws://example.com").unwrap().secure);
+        assert!(matches!(
+            WsUrl::parse("wss://:443/"),
+            Err(UrlError::MissingHost(_))
+        ));
     }
 
     #[test]
     fn refuses_what_it_cannot_do() {
-        assert!(WsUrl::parse("http://x/").is_err());
-        assert!(WsUrl::parse("ws://:80/").is_err());
-        assert!(WsUrl::parse("wss://:443/").is_err());
-        assert!(WsUrl::parse("ws://x:99999/").is_err());
+        assert!(matches!(
+            WsUrl::parse("http://x/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://:80/"),
+            Err(UrlError::MissingHost(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://[::1/"),
+            Err(UrlError::UnterminatedIpv6(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://x:99999/"),
+            Err(UrlError::InvalidPort { port, .. }) if port == "99999"
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://x/a b"),
+            Err(UrlError::Whitespace(_))
+        ));
     }
 }
