@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ws_hub::{
     Action, AllowAll, AuthRequest, Command, ConnId, HmacTokenAuth, Hub, HubConfig, Metrics,
-    OutboundQueue, PushOutcome, ResumeRequest,
+    OutboundQueue, PushOutcome, ResumeRequest, SessionSecret,
 };
 use ws_proto::{AcceptOptions, CloseCode, Config, Connection, Event, Message, Request, State};
 
@@ -112,6 +112,7 @@ fn unix_secs() -> u64 {
 /// when every sender of `inputs` is gone; returns the final metrics.
 fn run_hub(mut hub: Hub, inputs: Receiver<Input>) -> Metrics {
     let mut conns: HashMap<ConnId, Arc<Shared>> = HashMap::new();
+    let namespace = hub.config().anonymous_namespace();
     loop {
         let input = match hub.poll_timeout() {
             Some(at) => match inputs.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -140,6 +141,7 @@ fn run_hub(mut hub: Hub, inputs: Receiver<Input>) -> Metrics {
                     token: token.as_deref(),
                     remote_addr: Some(remote_addr),
                     now_unix_secs: unix_secs(),
+                    namespace: &namespace,
                 };
                 let identity = hub.authenticate(&request);
                 // The reader waits for this answer; it cannot be gone.
@@ -430,11 +432,12 @@ fn shut_down(to_hub: &SyncSender<Input>, stopping: &AtomicBool, addr: SocketAddr
 /// A hub with a fresh session key from the OS and HMAC tokens.
 fn new_hub(config: HubConfig, auth: HmacTokenAuth) -> io::Result<Hub> {
     let mut config = config;
-    getrandom::fill(&mut config.session_key).map_err(io::Error::other)?;
+    let mut secret = [0; 32];
+    getrandom::fill(&mut secret).map_err(io::Error::other)?;
     let mut seed = [0; 8];
     getrandom::fill(&mut seed).map_err(io::Error::other)?;
     config.session_seed = u64::from_le_bytes(seed);
-    Hub::new(config, auth, AllowAll).map_err(io::Error::other)
+    Hub::new(config, SessionSecret::new(secret), auth, AllowAll).map_err(io::Error::other)
 }
 
 fn main() -> io::Result<()> {
