@@ -341,7 +341,7 @@ fn every_publish_is_accounted_for_across_a_kill() {
 /// The bus task can be handed to `Runtime::spawn` (which needs `Send`).
 #[test]
 fn the_bus_future_is_send() {
-    fn check<R: ws_server::ServerRuntime>(rt: R) {
+    fn check<R: ws_async::Runtime>(rt: R) {
         fn is_send<T: Send>(_: &T) {}
         let (_commands, commands_rx) = async_channel::bounded(1);
         let (incoming_tx, _incoming) = async_channel::bounded(1);

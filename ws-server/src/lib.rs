@@ -14,10 +14,6 @@
 //! - [`cli`]: the command line both binaries share;
 //! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
 //!
-//! A runtime the server runs on implements [`ServerRuntime`], which adds
-//! to `ws_async::Runtime` the one thing the application needs beyond it:
-//! which async runtime the `redis` crate drives the bus on.
-//!
 //! ```
 //! use ws_server::server::{ServerConfig, Settings};
 //!
@@ -32,9 +28,6 @@ pub mod autobahn;
 pub mod bus;
 pub mod cli;
 pub mod echo;
-mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod task;
-
-pub use runtime::{BusRuntime, ServerRuntime};
