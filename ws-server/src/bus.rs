@@ -42,8 +42,9 @@
 //! Losing either connection (EOF or an I/O error on either, a PUBLISH
 //! unanswered within [`RESPONSE_TIMEOUT`], a SUBSCRIBE or UNSUBSCRIBE not
 //! confirmed within it, an error reply, or a reply that is not valid RESP
-//! or exceeds the decoder's [`resp::Limits`]) drops both; the task logs a warning, counts an
-//! error, and reconnects with exponential backoff: 100 ms doubling to 5 s,
+//! or exceeds the decoder's [`resp::Limits`]) drops both; the task logs a
+//! warning, counts an error, and reconnects with exponential backoff:
+//! 100 ms doubling to 5 s,
 //! with up to 25% jitter so nodes do not reconnect in lockstep, reset once
 //! a connection (both sockets plus resubscription) succeeds. Recovery is
 //! logged at `info` and counted in [`BusStats::reconnects`]. The task never
@@ -69,7 +70,8 @@
 //!
 //! Nothing queues without bound here: commands wait in the caller's
 //! bounded channel; while down, publishes are dropped; a publish batch is
-//! capped; received messages are handed to `incoming` with `try_send`, and
+//! capped; subscription changes wait for the subscriber connection in a
+//! bounded queue; received messages are handed to `incoming` with `try_send`, and
 //! if the hub has fallen behind by the channel's whole capacity the message
 //! is dropped and counted (`ws_bus_received_dropped_total`) rather than
 //! buffered; a reply or push is decoded only within [`resp::Limits`] (a

@@ -13,6 +13,13 @@
 //!   than its [`Limits`] allow: a value that would exceed them is a
 //!   [`RespError`], after which the connection is to be dropped.
 //!
+//! Its tests include property tests (any chunking of any values decodes
+//! the same; arbitrary and damaged input never panics and stays within the
+//! limits). A cargo-fuzz target needs no more than the loop below over
+//! the fuzzer's bytes (`feed`, then `next_value` until it returns
+//! `Ok(None)` or an error); it belongs beside the hub's targets in
+//! `ws-hub/fuzz` when that crate exists.
+//!
 //! ```
 //! use ws_server::bus::resp::{Decoder, Value, encode_command};
 //!
@@ -602,6 +609,43 @@ mod tests {
             }
             prop_assert_eq!(got, values);
             prop_assert_eq!(decoder.buffered(), 0);
+        }
+
+        /// Fuzz-style: valid streams with bytes overwritten and cut short
+        /// reach deeper into the decoder than random bytes do. It never
+        /// panics, and the values wholly before the first damaged byte
+        /// still decode as they were.
+        #[test]
+        fn mutated_valid_input_never_panics(
+            values in proptest::collection::vec(value(), 1..6),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+            chunk in 1usize..32,
+        ) {
+            let mut input = Vec::new();
+            let mut ends = Vec::new();
+            for v in &values {
+                encode(v, &mut input);
+                ends.push(input.len());
+            }
+            let mut first_damage = cut.index(input.len() + 1);
+            for (at, byte) in edits {
+                let at = at.index(input.len());
+                first_damage = first_damage.min(at);
+                input[at] = byte;
+            }
+            input.truncate(cut.index(input.len() + 1));
+            let mut decoder = Decoder::default();
+            let mut decoded = Vec::new();
+            for piece in input.chunks(chunk) {
+                decoder.feed(piece);
+                while let Ok(Some(v)) = decoder.next_value() {
+                    decoded.push(v);
+                }
+            }
+            let intact = ends.iter().filter(|&&end| end <= first_damage).count();
+            prop_assert!(decoded.len() >= intact);
+            prop_assert_eq!(&decoded[..intact], &values[..intact]);
         }
 
         #[test]
