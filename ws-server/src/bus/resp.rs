@@ -275,11 +275,9 @@ fn scan(buf: &[u8], at: usize, depth: usize, limits: &Limits) -> Result<Scan, Re
         b'+' | b'-' => Ok(Scan::Complete(next)),
         b':' => number(line).map(|_| Scan::Complete(next)),
         b'$' => {
-            let len = number(line)?;
-            if len == -1 {
+            let Some(len) = length(line)? else {
                 return Ok(Scan::Complete(next));
-            }
-            let len = u64::try_from(len).map_err(|_| RespError::BadNumber)?;
+            };
             if len > limits.max_bulk as u64 {
                 return Err(RespError::BulkTooLong {
                     len,
@@ -300,11 +298,9 @@ fn scan(buf: &[u8], at: usize, depth: usize, limits: &Limits) -> Result<Scan, Re
             Ok(Scan::Complete(end))
         }
         b'*' => {
-            let len = number(line)?;
-            if len == -1 {
+            let Some(len) = length(line)? else {
                 return Ok(Scan::Complete(next));
-            }
-            let len = u64::try_from(len).map_err(|_| RespError::BadNumber)?;
+            };
             if len > limits.max_elements as u64 {
                 return Err(RespError::TooManyElements {
                     len,
@@ -344,6 +340,14 @@ fn line<'a>(
         Some(_) => Err(RespError::MissingCrlf),
         None if window.len() > limits.max_line + 1 => Err(RespError::LineTooLong(limits.max_line)),
         None => Ok(None),
+    }
+}
+
+/// The length of a bulk string or an array; `None` for null (`-1`).
+fn length(line: &[u8]) -> Result<Option<u64>, RespError> {
+    match number(line)? {
+        -1 => Ok(None),
+        n => u64::try_from(n).map(Some).map_err(|_| RespError::BadNumber),
     }
 }
 
