@@ -475,6 +475,57 @@ fn a_misbehaving_server_is_dropped_not_waited_for_or_buffered() {
     }
 }
 
+/// The request/response client: a hash written, given a lifetime and read
+/// back; an error reply is a typed error and leaves the connection usable.
+#[test]
+fn the_request_client_writes_and_reads_a_hash() {
+    use ws_server::bus::resp::Value;
+    use ws_server::bus::url::RedisUrl;
+    use ws_server::bus::{ConnError, RedisClient};
+    let redis = RedisServer::start();
+    let url = RedisUrl::parse(&redis.url()).expect("url");
+    for rt in ws_tests::RUNTIMES {
+        let key = format!("presence:{rt:?}");
+        on_runtime!(rt, |r| async {
+            let mut client = RedisClient::connect(r, &url).await.expect("connect");
+            let n = client
+                .command(["HSET", &key, "alice", "1", "bob", "2"])
+                .await;
+            assert_eq!(n.expect("HSET"), Value::Integer(2));
+            let n = client.command(["EXPIRE", &key, "60"]).await;
+            assert_eq!(n.expect("EXPIRE"), Value::Integer(1));
+            let all = client.command(["HGETALL", &key]).await.expect("HGETALL");
+            let Value::Array(Some(items)) = all else {
+                panic!("HGETALL: {all:?}")
+            };
+            let mut pairs: Vec<(Bytes, Bytes)> = items
+                .chunks(2)
+                .map(|kv| {
+                    (
+                        kv[0].as_bytes().unwrap().clone(),
+                        kv[1].as_bytes().unwrap().clone(),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            assert_eq!(
+                pairs,
+                [
+                    (Bytes::from("alice"), Bytes::from("1")),
+                    (Bytes::from("bob"), Bytes::from("2"))
+                ]
+            );
+            let wrong = client.command(["LPUSH", &key, "x"]).await;
+            assert!(
+                matches!(&wrong, Err(ConnError::Server(e)) if e.starts_with("WRONGTYPE")),
+                "{wrong:?}"
+            );
+            let ttl = client.command(["TTL", &key]).await.expect("TTL");
+            assert!(matches!(ttl, Value::Integer(1..=60)), "{ttl:?}");
+        });
+    }
+}
+
 /// The bus task can be handed to `Runtime::spawn` (which needs `Send`).
 #[test]
 fn the_bus_future_is_send() {

@@ -28,6 +28,10 @@
 //! tokio (its `sync` primitives and `tokio-util` codecs) whatever runtime
 //! it is set to use, so the smol server would link tokio.
 //!
+//! [`RedisClient`] is a third kind of connection, for request/response
+//! commands outside pub/sub (state shared between nodes); the bus task
+//! does not use it.
+//!
 //! # Subscriptions
 //!
 //! The task keeps the set of channels it was asked to follow
@@ -79,6 +83,7 @@
 //! buffer without bound; Redis itself disconnects a subscriber whose output
 //! buffer passes its `client-output-buffer-limit pubsub`.
 
+mod client;
 mod conn;
 pub mod resp;
 pub mod url;
@@ -93,7 +98,9 @@ use bytes::Bytes;
 use futures_lite::future;
 
 use crate::shutdown::Shutdown;
-use conn::{Conn, ConnError, limit};
+pub use client::RedisClient;
+pub use conn::ConnError;
+use conn::{Conn, limit};
 use resp::Value;
 use url::{RedisUrl, UrlError};
 use ws_async::Runtime;

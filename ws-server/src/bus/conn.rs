@@ -17,11 +17,12 @@ const READ_RESERVE: usize = 16 * 1024;
 
 /// Why a connection to Redis failed or was given up.
 #[derive(Debug, Error)]
-pub(super) enum ConnError {
+pub enum ConnError {
     /// A socket error (including a refused connection).
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// Redis sent something that is not valid RESP2, or exceeds the limits.
+    /// Redis sent something that is not valid RESP2, or that exceeds the
+    /// decoder's limits.
     #[error("invalid reply: {0}")]
     Resp(#[from] RespError),
     /// Redis closed the connection.
