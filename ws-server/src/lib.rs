@@ -8,7 +8,8 @@
 //!
 //! - [`server`]: the hub server (hub task, admission, settings, metrics,
 //!   `/healthz` and `/metrics`);
-//! - [`bus`]: the Redis pub/sub bus between nodes;
+//! - [`bus`]: the Redis pub/sub bus between nodes (it speaks RESP itself,
+//!   over the runtime's own sockets: no `redis` crate, so no tokio);
 //! - [`echo`]: the echo server (the Autobahn server);
 //! - [`autobahn`]: the Autobahn|Testsuite client procedure;
 //! - [`cli`]: the command line both binaries share;
