@@ -1032,14 +1032,20 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                     }
                 });
             }
+            let closed = Arc::new(AtomicU64::new(0));
             if let Some(s) = publisher {
                 let (published, lag) =
-                    publish(s, &a, base, pub_start, win.end, Rc::clone(&stats)).await?;
+                    publish(s, &a, base, pub_start, win.end, Arc::clone(&closed)).await?;
                 let mut st = stats.borrow_mut();
                 st.published = published;
                 st.publish_lag = lag;
             }
             tokio::time::sleep_until((win.end + drain).into()).await;
+            let code = closed.load(Ordering::Relaxed);
+            if code != 0 {
+                eprintln!("publisher: the server closed the connection (code {code})");
+                stats.borrow_mut().errors += 1;
+            }
             let s = stats.borrow().clone();
             Ok(s)
         }
@@ -1182,34 +1188,52 @@ async fn publish(
     base: Instant,
     start: Instant,
     end: Instant,
-    stats: Rc<RefCell<FanStats>>,
+    closed: Arc<AtomicU64>,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let (mut rd, mut wr) = s.into_split();
-    // Drain whatever the server sends the publisher (acks, own messages);
-    // a close from the server (say, as a slow consumer) is an error, or
-    // the publishes written after it would silently count as lost.
-    tokio::task::spawn_local(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut parser = FrameParser::new(true);
-        let mut code = None;
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            let parsed = parser.feed(&buf[..n], |ev| {
-                if let Event::Close(p) = ev {
-                    code = Some(p.get(..2).map_or(0, |c| u16::from_be_bytes([c[0], c[1]])));
+    // Drain whatever the server sends the publisher (acks, its own copies:
+    // twice a subscriber's traffic) on a thread of its own, so that it
+    // keeps up even when the subscribers' thread falls behind; otherwise
+    // the server rightly cuts the publisher off as a slow consumer and the
+    // figures measure the load tool. A close from the server is recorded
+    // in `closed` (the close code), or the publishes written after it
+    // would silently count as lost.
+    let std = s.into_std()?;
+    let reader = std.try_clone()?;
+    let mut wr = TcpStream::from_std(std)?;
+    std::thread::Builder::new()
+        .name("wsload-publisher-drain".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(mut rd) = TcpStream::from_std(reader) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut parser = FrameParser::new(true);
+                while let Ok(n) = rd.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut code = None;
+                    let parsed = parser.feed(&buf[..n], |ev| {
+                        if let Event::Close(p) = ev {
+                            code = Some(p.get(..2).map_or(1, |c| u16::from_be_bytes([c[0], c[1]])));
+                        }
+                    });
+                    if let Some(code) = code {
+                        closed.store(u64::from(code), Ordering::Relaxed);
+                    }
+                    if parsed.is_err() || code.is_some() {
+                        break;
+                    }
                 }
             });
-            if parsed.is_err() || code.is_some() {
-                break;
-            }
-        }
-        if let Some(code) = code {
-            eprintln!("publisher: the server closed the connection (code {code})");
-            stats.borrow_mut().errors += 1;
-        }
-    });
+        })?;
     tokio::time::sleep_until(start.into()).await;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
