@@ -1,8 +1,9 @@
 //! The hub's wire protocol: JSON text messages (see `docs/PROTOCOL.md`).
 //!
-//! Client messages are parsed borrowing from the received bytes: the
-//! `data` of a publish is kept as raw JSON ([`RawValue`]) and copied
-//! verbatim into the outgoing message, never re-serialised. Server messages
+//! Client messages are parsed borrowing from the received bytes (and
+//! turned into an owned [`Request`](crate::Request) to cross to the hub's
+//! task): the `data` of a publish is kept as raw JSON ([`RawValue`]) and
+//! copied verbatim into the outgoing message, never re-serialised. Server messages
 //! are encoded here; room messages are split into a per-receiver head and a
 //! shared body (see [`Payload`]).
 
@@ -116,8 +117,9 @@ pub(crate) enum Op {
     Broadcast,
 }
 
-/// A parsed client message, borrowing from the received bytes.
-#[derive(Debug)]
+/// A parsed client message, borrowing from the received bytes (or owned,
+/// see [`into_owned`](Self::into_owned)).
+#[derive(Debug, Clone)]
 pub(crate) enum ClientMessage<'a> {
     Join {
         room: Cow<'a, str>,
@@ -130,16 +132,16 @@ pub(crate) enum ClientMessage<'a> {
     Publish {
         room: Cow<'a, str>,
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Send {
         user: Cow<'a, str>,
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Broadcast {
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Ack {
         seq: u64,
@@ -153,6 +155,43 @@ pub(crate) enum ClientMessage<'a> {
 }
 
 impl ClientMessage<'_> {
+    /// The same message, owning its strings and data.
+    pub(crate) fn into_owned(self) -> ClientMessage<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        fn own_raw(d: Cow<'_, RawValue>) -> Cow<'static, RawValue> {
+            Cow::Owned(d.into_owned())
+        }
+        match self {
+            Self::Join { room, id } => ClientMessage::Join {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::Leave { room, id } => ClientMessage::Leave {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::Publish { room, id, data } => ClientMessage::Publish {
+                room: own(room),
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Send { user, id, data } => ClientMessage::Send {
+                user: own(user),
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Broadcast { id, data } => ClientMessage::Broadcast {
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Ack { seq } => ClientMessage::Ack { seq },
+            Self::Configure { delivery_acks } => ClientMessage::Configure { delivery_acks },
+            Self::Ping { id } => ClientMessage::Ping { id: id.map(own) },
+        }
+    }
+
     /// The request kind, for requests that get an ack or nack.
     pub(crate) fn op(&self) -> Option<Op> {
         match self {
@@ -265,15 +304,26 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
             id,
         },
         "publish" => match (room, id, data) {
-            (Some(room), Some(id), Some(data)) => ClientMessage::Publish { room, id, data },
+            (Some(room), Some(id), Some(data)) => ClientMessage::Publish {
+                room,
+                id,
+                data: Cow::Borrowed(data),
+            },
             (_, id, _) => return Err(missing(op, "publish needs `room`, `id` and `data`", id)),
         },
         "send" => match (user, id, data) {
-            (Some(user), Some(id), Some(data)) => ClientMessage::Send { user, id, data },
+            (Some(user), Some(id), Some(data)) => ClientMessage::Send {
+                user,
+                id,
+                data: Cow::Borrowed(data),
+            },
             (_, id, _) => return Err(missing(op, "send needs `user`, `id` and `data`", id)),
         },
         "broadcast" => match (id, data) {
-            (Some(id), Some(data)) => ClientMessage::Broadcast { id, data },
+            (Some(id), Some(data)) => ClientMessage::Broadcast {
+                id,
+                data: Cow::Borrowed(data),
+            },
             (id, _) => return Err(missing(op, "broadcast needs `id` and `data`", id)),
         },
         "ack" => ClientMessage::Ack {
