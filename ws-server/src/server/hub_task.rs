@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
@@ -61,6 +62,8 @@ pub(crate) struct HubTask<R: Runtime> {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) conns: HashMap<ConnId, Arc<Outbox>>,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    /// Nanoseconds spent working, from a wake-up to the next wait.
+    busy_ns: Arc<AtomicU64>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -70,6 +73,7 @@ impl<R: Runtime> HubTask<R> {
         inbox: async_channel::Receiver<ToHub>,
         bus: Option<BusLink>,
         metrics: Arc<Mutex<Metrics>>,
+        busy_ns: Arc<AtomicU64>,
     ) -> Self {
         Self {
             rt,
@@ -79,13 +83,16 @@ impl<R: Runtime> HubTask<R> {
             metrics,
             conns: HashMap::new(),
             timer: None,
+            busy_ns,
         }
     }
 
     /// Runs until every sender of the inbox is gone.
     pub(crate) async fn run(mut self) {
         loop {
-            match self.next().await {
+            let wake = self.next().await;
+            let started = self.rt.now();
+            match wake {
                 Wake::Closed => break,
                 Wake::Message(m) => self.apply(m),
                 Wake::Bus(channel, payload) => self.bus_message(&channel, &payload),
@@ -104,6 +111,9 @@ impl<R: Runtime> HubTask<R> {
             if let Ok(mut snapshot) = self.metrics.lock() {
                 *snapshot = self.hub.metrics();
             }
+            let ns = self.rt.now().saturating_duration_since(started).as_nanos();
+            self.busy_ns
+                .fetch_add(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
     }
 

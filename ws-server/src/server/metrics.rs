@@ -2,6 +2,7 @@
 //! server's own (handshakes, refusals).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ws_hub::Metrics;
@@ -25,6 +26,10 @@ pub struct ServerCounters {
     pub frames_in: AtomicU64,
     /// Bytes received in client messages.
     pub bytes_in: AtomicU64,
+    /// Wall-clock time the hub task spent handling inputs and handing out
+    /// actions, in nanoseconds: the load on the server's one serial point
+    /// (shared with the hub task).
+    pub hub_busy_ns: Arc<AtomicU64>,
 }
 
 impl ServerCounters {
@@ -34,7 +39,7 @@ impl ServerCounters {
     }
 }
 
-fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(
         out,
         "# HELP ws_{name} {help}\n# TYPE ws_{name} {kind}\nws_{name} {value}"
@@ -113,6 +118,13 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
         "counter",
         "Bytes received in client messages.",
         c(&server.bytes_in),
+    );
+    line(
+        out,
+        "hub_task_busy_seconds_total",
+        "counter",
+        "Time the hub task spent working (wall clock): its utilisation is the rate.",
+        c(&server.hub_busy_ns) as f64 / 1e9,
     );
     line(
         out,

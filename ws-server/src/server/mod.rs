@@ -117,7 +117,15 @@ pub async fn serve<R: ServerRuntime>(
     };
     let hub_done = Shutdown::new();
     let hub_guard = hub_done.track();
-    let task = HubTask::new(rt.clone(), hub, inbox, bus_link, metrics.clone());
+    let counters = ServerCounters::default();
+    let task = HubTask::new(
+        rt.clone(),
+        hub,
+        inbox,
+        bus_link,
+        metrics.clone(),
+        counters.hub_busy_ns.clone(),
+    );
     rt.spawn(async move {
         task.run().await;
         drop(hub_guard);
@@ -129,7 +137,7 @@ pub async fn serve<R: ServerRuntime>(
         hub: to_hub.clone(),
         authenticator,
         metrics,
-        counters: ServerCounters::default(),
+        counters,
         bus_stats,
         ip_limiter: conn::IpLimiter::default(),
         next_conn: AtomicU64::new(1),
