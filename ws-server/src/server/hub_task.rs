@@ -1,6 +1,7 @@
 //! The hub task: the one place the `ws_hub::Hub` state machine lives.
 //!
-//! Connection tasks (on every core) do the socket and protocol work and
+//! Connection tasks (on every core) do the socket and protocol work,
+//! size-check and parse client messages (`ws_hub::Request::parse`), and
 //! send the hub plain commands over one bounded channel; the hub task
 //! applies them in order, with no lock, and hands deliveries to each
 //! connection's [`Outbox`]. A publish to a room is encoded once by the hub;

@@ -3,14 +3,15 @@
 //! # How the work is split across cores
 //!
 //! Each connection is a task on the runtime's worker threads: it does the
-//! socket IO, the WebSocket framing and UTF-8 checks, and the HTTP side
+//! socket IO, the WebSocket framing and UTF-8 checks, the size check and
+//! parse of hub messages (`ws_hub::Request::parse`), and the HTTP side
 //! (`/healthz`, `/metrics`, Origin and token checks) in parallel on every
 //! core. The hub's state (rooms, sessions, de-dup windows, timers) lives
 //! in one task that owns the `ws_hub::Hub` outright: connection tasks send
 //! it commands over a bounded channel and it answers through each
 //! connection's outbox. The hub is therefore serialised, not locked: no
 //! mutex guards it, ordering is exactly the channel's, and its per-message
-//! work is small (parse, route, refcount the shared body). A publish to a
+//! work is small (rate limit, route, refcount the shared body). A publish to a
 //! room of N members costs the hub N outbox pushes of the same bytes; the
 //! framing and the writes happen on the connections' threads.
 //!
