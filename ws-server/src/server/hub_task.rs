@@ -21,6 +21,7 @@ use ws_hub::{
     Action, BusMessage, Command, ConnId, Hub, Identity, Metrics, PushOutcome, ResumeRequest,
 };
 
+use super::metrics::thread_cpu_time;
 use super::outbox::Outbox;
 use crate::bus::BusCommand;
 use ws_async::Runtime;
@@ -63,8 +64,8 @@ pub(crate) struct HubTask<R: Runtime> {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) conns: HashMap<ConnId, Arc<Outbox>>,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
-    /// Nanoseconds spent working, from a wake-up to the next wait.
-    busy_ns: Arc<AtomicU64>,
+    /// CPU nanoseconds spent working, from a wake-up to the next wait.
+    cpu_ns: Arc<AtomicU64>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -74,7 +75,7 @@ impl<R: Runtime> HubTask<R> {
         inbox: async_channel::Receiver<ToHub>,
         bus: Option<BusLink>,
         metrics: Arc<Mutex<Metrics>>,
-        busy_ns: Arc<AtomicU64>,
+        cpu_ns: Arc<AtomicU64>,
     ) -> Self {
         Self {
             rt,
@@ -84,7 +85,7 @@ impl<R: Runtime> HubTask<R> {
             metrics,
             conns: HashMap::new(),
             timer: None,
-            busy_ns,
+            cpu_ns,
         }
     }
 
@@ -92,7 +93,7 @@ impl<R: Runtime> HubTask<R> {
     pub(crate) async fn run(mut self) {
         loop {
             let wake = self.next().await;
-            let started = self.rt.now();
+            let started = thread_cpu_time();
             match wake {
                 Wake::Closed => break,
                 Wake::Message(m) => self.apply(m),
@@ -112,8 +113,9 @@ impl<R: Runtime> HubTask<R> {
             if let Ok(mut snapshot) = self.metrics.lock() {
                 *snapshot = self.hub.metrics();
             }
-            let ns = self.rt.now().saturating_duration_since(started).as_nanos();
-            self.busy_ns
+            // No `.await` since `started`: all of it ran on this thread.
+            let ns = thread_cpu_time().saturating_sub(started).as_nanos();
+            self.cpu_ns
                 .fetch_add(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
     }

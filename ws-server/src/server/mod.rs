@@ -125,7 +125,7 @@ pub async fn serve<R: ServerRuntime>(
         inbox,
         bus_link,
         metrics.clone(),
-        counters.hub_busy_ns.clone(),
+        counters.hub_cpu_ns.clone(),
     );
     rt.spawn(async move {
         task.run().await;
