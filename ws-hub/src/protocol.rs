@@ -245,7 +245,7 @@ struct RawMessage<'a> {
     #[serde(default, borrow)]
     user: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
-    data: Option<&'a RawValue>,
+    data: Option<Cow<'a, RawValue>>,
     #[serde(default)]
     seq: Option<u64>,
     #[serde(default)]
@@ -253,8 +253,8 @@ struct RawMessage<'a> {
 }
 
 /// `data: null` is valid data, not an absent field.
-fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(d).map(Some)
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, RawValue>>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(|raw| Some(Cow::Borrowed(raw)))
 }
 
 /// Parses one client text message.
@@ -304,26 +304,15 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
             id,
         },
         "publish" => match (room, id, data) {
-            (Some(room), Some(id), Some(data)) => ClientMessage::Publish {
-                room,
-                id,
-                data: Cow::Borrowed(data),
-            },
+            (Some(room), Some(id), Some(data)) => ClientMessage::Publish { room, id, data },
             (_, id, _) => return Err(missing(op, "publish needs `room`, `id` and `data`", id)),
         },
         "send" => match (user, id, data) {
-            (Some(user), Some(id), Some(data)) => ClientMessage::Send {
-                user,
-                id,
-                data: Cow::Borrowed(data),
-            },
+            (Some(user), Some(id), Some(data)) => ClientMessage::Send { user, id, data },
             (_, id, _) => return Err(missing(op, "send needs `user`, `id` and `data`", id)),
         },
         "broadcast" => match (id, data) {
-            (Some(id), Some(data)) => ClientMessage::Broadcast {
-                id,
-                data: Cow::Borrowed(data),
-            },
+            (Some(id), Some(data)) => ClientMessage::Broadcast { id, data },
             (id, _) => return Err(missing(op, "broadcast needs `id` and `data`", id)),
         },
         "ack" => ClientMessage::Ack {
