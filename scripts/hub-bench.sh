@@ -176,3 +176,64 @@ if holds:
 print()
 print(f"raw results: {raw}")
 PY
+
+# Many publishers (issue 10, parsing off the serial path): MANY_PUBLISHERS
+# publishers at MANY_RATE msg/s each into MANY_ROOMS rooms of
+# MANY_SUBSCRIBERS/MANY_ROOMS subscribers (each publisher is a member of
+# its room too), MANY_SIZE-byte messages. Beside deliveries/s and p99: the
+# hub task's CPU time (thread CPU clock) per client message it handled, from /metrics
+# (ws_hub_task_cpu_seconds_total over ws_messages_in_total, before and
+# after the run): the cost of the server's one serial point.
+metric() { # port name
+    python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+port, name = sys.argv[1:]
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
+print(next((l.split()[1] for l in text.splitlines() if l.startswith(f"ws_{name} ")), "nan"))
+PY
+}
+many() { # name
+    local port; port=$(free_port)
+    start "$1" "$port"
+    local cpu0 msgs0 out cpu1 msgs1
+    cpu0=$(metric "$port" hub_task_cpu_seconds_total); msgs0=$(metric "$port" messages_in_total)
+    out=$(taskset -c 1 "$BIN/wsload" fanout --url "ws://127.0.0.1:$port/ws" \
+        --subscribers "$MANY_SUBSCRIBERS" --publishers "$MANY_PUBLISHERS" --rooms "$MANY_ROOMS" \
+        --rate "$MANY_RATE" --size "$MANY_SIZE" --duration "$DURATION" --server-pid "$SRV_PID" \
+        --subscribe-msg '{"type":"join","room":"r{room}"}' \
+        --publisher-init '{"type":"join","room":"r{room}"}' \
+        --publish-msg '{"type":"publish","room":"r{room}","id":"p{seq}","data":{"ts":{ts},"pad":"{pad}"}}' \
+        2>&1 | tail -1)
+    cpu1=$(metric "$port" hub_task_cpu_seconds_total); msgs1=$(metric "$port" messages_in_total)
+    stop
+    out=$(python3 - "$out" "$cpu0" "$cpu1" "$msgs0" "$msgs1" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1])
+b0, b1, m0, m1 = map(float, sys.argv[2:])
+d["hub_task_cpu_us_per_message"] = round((b1 - b0) * 1e6 / (m1 - m0), 3) if m1 > m0 else None
+d["hub_messages"] = m1 - m0
+print(json.dumps(d))
+PY
+)
+    echo "{\"server\":\"$(server_name "$1")\",\"many_publishers\":$MANY_PUBLISHERS,\"result\":$out}" >>"$RAW"
+    echo "$out"
+}
+MANY_PUBLISHERS=${MANY_PUBLISHERS:-100} MANY_RATE=${MANY_RATE:-100} MANY_ROOMS=${MANY_ROOMS:-100}
+MANY_SUBSCRIBERS=${MANY_SUBSCRIBERS:-9900} MANY_SIZE=${MANY_SIZE:-0}
+echo
+echo "| server | publishers x rate | rooms x members | deliveries/s | p50 ms | p99 ms | server CPU us/delivery | hub task CPU us/message | lost |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for s in $SERVERS; do
+    [[ $(server_name "$s") == fastwebsockets ]] && continue
+    r=$(many "$s")
+    python3 - "$s" "$r" "$MANY_PUBLISHERS" "$MANY_RATE" "$MANY_ROOMS" "$MANY_SUBSCRIBERS" <<'PY'
+import json, sys
+s, r, p, rate, rooms, subs = sys.argv[1:]
+d = json.loads(r)
+exp = d.get("expected_total") or 0
+lost = max(0, exp - d.get("delivered_total", 0)) if exp else "-"
+ms = lambda k: f"{d[k]/1000:.1f}" if isinstance(d.get(k), (int, float)) else "-"
+members = (int(subs) + int(p)) // int(rooms)
+print(f"| {s.split("=")[0]} | {p} x {rate}/s | {rooms} x {members} | {d.get('deliveries_per_s', 0):,.0f} | {ms('p50_us')} | {ms('p99_us')} | {d.get('server_cpu_us_per_delivery', '-')} | {d.get('hub_task_cpu_us_per_message', '-')} | {lost} |")
+PY
+done

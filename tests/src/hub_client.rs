@@ -458,7 +458,8 @@ pub fn upgrade_request(target: &str, extra: &[&str]) -> String {
 }
 
 /// `/metrics`, checked to be Prometheus text (every sample has a `# HELP`
-/// and a `# TYPE`, every value is an integer), as name → value.
+/// and a `# TYPE`, every value a non-negative number), as name → value
+/// (fractions, as of a time in seconds, truncated).
 pub fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
     parse_metrics(&http_get(addr, "/metrics"))
 }
@@ -485,9 +486,14 @@ pub fn parse_metrics(reply: &HttpReply) -> HashMap<String, u64> {
             let (name, value) = line
                 .split_once(' ')
                 .unwrap_or_else(|| panic!("bad sample line: {line:?}"));
-            let value: u64 = value
+            // Counts are integers; a time in seconds has a fraction, kept
+            // here in whole seconds.
+            let value: f64 = value
                 .parse()
-                .unwrap_or_else(|_| panic!("bad sample value: {line:?}"));
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .unwrap_or_else(|| panic!("bad sample value: {line:?}"));
+            let value = value as u64;
             assert!(
                 described.contains(name) && typed.contains(name),
                 "{name} lacks # HELP or # TYPE"

@@ -2,6 +2,11 @@
 //!
 //! - `fanout/publish/N`: one publish to a room of N members, draining every
 //!   resulting action. Throughput is in deliveries (actions out).
+//! - `serial/raw/S` and `serial/parsed/S`: the hub's own cost of one
+//!   S-byte publish to a room of 100, handed over raw (`Command::Received`,
+//!   the hub parses) or parsed beforehand (`Command::Request`; the parse,
+//!   done on a connection task in the server, is not timed): what parsing
+//!   off the serial path saves the hub.
 //! - `dedup/hit` and `dedup/miss`: a publish whose id is (or is not) already
 //!   in the de-dup window, end to end (parse, lookup, ack).
 
@@ -12,8 +17,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, SessionSecret};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, Request, SessionSecret};
 
 #[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
@@ -64,6 +69,18 @@ fn publish(hub: &mut Hub, now: Instant, id: u64) -> usize {
             is_text: true,
         },
     );
+    drain(hub)
+}
+
+/// A publish of `size` bytes (at least about 70) with id `m<id>`.
+fn publish_of_size(id: u64, size: usize) -> Bytes {
+    let head = format!(r#"{{"type":"publish","room":"lobby","id":"m{id}","data":{{"text":""#);
+    let pad = size.saturating_sub(head.len() + 3);
+    Bytes::from(format!(r#"{head}{}"}}}}"#, "x".repeat(pad)))
+}
+
+/// Takes every action out of `hub`; returns how many there were.
+fn drain(hub: &mut Hub) -> usize {
     let mut n = 0;
     while let Some(a) = hub.poll_action() {
         if let Action::Deliver { payload, .. } = &a {
@@ -91,6 +108,58 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
+fn serial(c: &mut Criterion) {
+    let mut g = c.benchmark_group("serial");
+    g.throughput(Throughput::Elements(1));
+    let now = origin();
+    let limit = HubConfig::default().max_message_size;
+    for size in [100usize, 2048] {
+        let mut hub = hub_with_room(100, now);
+        let mut id = 0u64;
+        g.bench_function(BenchmarkId::new("raw", size), |b| {
+            b.iter_batched(
+                || {
+                    id += 1;
+                    publish_of_size(id, size)
+                },
+                |data| {
+                    hub.handle(
+                        now,
+                        Command::Received {
+                            conn: ConnId(0),
+                            data,
+                            is_text: true,
+                        },
+                    );
+                    drain(&mut hub)
+                },
+                BatchSize::SmallInput,
+            );
+        });
+        let mut hub = hub_with_room(100, now);
+        g.bench_function(BenchmarkId::new("parsed", size), |b| {
+            b.iter_batched(
+                || {
+                    id += 1;
+                    Request::parse(&publish_of_size(id, size), true, limit)
+                },
+                |request| {
+                    hub.handle(
+                        now,
+                        Command::Request {
+                            conn: ConnId(0),
+                            request,
+                        },
+                    );
+                    drain(&mut hub)
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    g.finish();
+}
+
 fn dedup(c: &mut Criterion) {
     let mut g = c.benchmark_group("dedup");
     g.throughput(Throughput::Elements(1));
@@ -109,5 +178,5 @@ fn dedup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout, dedup);
+criterion_group!(benches, fanout, serial, dedup);
 criterion_main!(benches);

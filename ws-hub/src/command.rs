@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::bus::BusMessage;
 use crate::id::{ConnId, Identity};
+use crate::request::Request;
 
 /// A client's request to resume an earlier session, taken from the
 /// upgrade request's query string (`?session=<id>&last_seq=<n>`, see
@@ -72,7 +73,21 @@ pub enum Command {
         /// Resume an earlier session instead of starting a new one.
         resume: Option<ResumeRequest>,
     },
-    /// A complete WebSocket message from a client.
+    /// A client message that [`Request::parse`](crate::Request::parse)
+    /// has size-checked and parsed, typically on the connection's own task
+    /// so that the hub's serial part does no parsing. The hub answers it
+    /// exactly as it answers the raw message in
+    /// [`Received`](Command::Received).
+    Request {
+        /// The sender.
+        conn: ConnId,
+        /// The parsed message.
+        request: Request,
+    },
+    /// A complete WebSocket message from a client, parsed by the hub
+    /// itself (with [`Request::parse`](crate::Request::parse)). Simplest
+    /// for an embedder; a server whose hub runs on one task sends
+    /// [`Request`](Command::Request) instead.
     Received {
         /// The sender.
         conn: ConnId,

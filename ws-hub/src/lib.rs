@@ -25,7 +25,9 @@
 //!
 //! The caller MUST drain [`Hub::poll_action`] after every `handle*` call and
 //! then re-read [`Hub::poll_timeout`] (one earliest deadline). `now` MUST be
-//! monotonic. [`Action::Deliver`] payloads go through a per-connection
+//! monotonic. A client message can be size-checked and parsed anywhere
+//! ([`Request::parse`], pure) and handed over as [`Command::Request`], so a
+//! hub running on its own task does no parsing. [`Action::Deliver`] payloads go through a per-connection
 //! [`OutboundQueue`] owned by the adapter's connection task.
 //!
 //! ## Example
@@ -95,6 +97,7 @@ mod metrics;
 mod outbound;
 pub mod protocol;
 mod ratelimit;
+mod request;
 mod room;
 mod session;
 mod timers;
@@ -113,6 +116,7 @@ pub use id::{ConnId, Identity, RoomName, UserId};
 pub use metrics::{Metrics, NackCounts};
 pub use outbound::{OutboundConfig, OutboundQueue, PushOutcome, SlowConsumerPolicy};
 pub use protocol::{ErrorCode, NackReason, ResumeFailure};
+pub use request::Request;
 pub use session::{SessionId, SessionSecret};
 
 /// A base instant for unit tests (the only clock read, and only in tests).

@@ -1,8 +1,9 @@
 //! The hub's wire protocol: JSON text messages (see `docs/PROTOCOL.md`).
 //!
-//! Client messages are parsed borrowing from the received bytes: the
-//! `data` of a publish is kept as raw JSON ([`RawValue`]) and copied
-//! verbatim into the outgoing message, never re-serialised. Server messages
+//! Client messages are parsed borrowing from the received bytes (and
+//! turned into an owned [`Request`](crate::Request) to cross to the hub's
+//! task): the `data` of a publish is kept as raw JSON ([`RawValue`]) and
+//! copied verbatim into the outgoing message, never re-serialised. Server messages
 //! are encoded here; room messages are split into a per-receiver head and a
 //! shared body (see [`Payload`]).
 
@@ -116,8 +117,9 @@ pub(crate) enum Op {
     Broadcast,
 }
 
-/// A parsed client message, borrowing from the received bytes.
-#[derive(Debug)]
+/// A parsed client message, borrowing from the received bytes (or owned,
+/// see [`into_owned`](Self::into_owned)).
+#[derive(Debug, Clone)]
 pub(crate) enum ClientMessage<'a> {
     Join {
         room: Cow<'a, str>,
@@ -130,16 +132,16 @@ pub(crate) enum ClientMessage<'a> {
     Publish {
         room: Cow<'a, str>,
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Send {
         user: Cow<'a, str>,
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Broadcast {
         id: Cow<'a, str>,
-        data: &'a RawValue,
+        data: Cow<'a, RawValue>,
     },
     Ack {
         seq: u64,
@@ -153,6 +155,43 @@ pub(crate) enum ClientMessage<'a> {
 }
 
 impl ClientMessage<'_> {
+    /// The same message, owning its strings and data.
+    pub(crate) fn into_owned(self) -> ClientMessage<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        fn own_raw(d: Cow<'_, RawValue>) -> Cow<'static, RawValue> {
+            Cow::Owned(d.into_owned())
+        }
+        match self {
+            Self::Join { room, id } => ClientMessage::Join {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::Leave { room, id } => ClientMessage::Leave {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::Publish { room, id, data } => ClientMessage::Publish {
+                room: own(room),
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Send { user, id, data } => ClientMessage::Send {
+                user: own(user),
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Broadcast { id, data } => ClientMessage::Broadcast {
+                id: own(id),
+                data: own_raw(data),
+            },
+            Self::Ack { seq } => ClientMessage::Ack { seq },
+            Self::Configure { delivery_acks } => ClientMessage::Configure { delivery_acks },
+            Self::Ping { id } => ClientMessage::Ping { id: id.map(own) },
+        }
+    }
+
     /// The request kind, for requests that get an ack or nack.
     pub(crate) fn op(&self) -> Option<Op> {
         match self {
@@ -206,7 +245,7 @@ struct RawMessage<'a> {
     #[serde(default, borrow)]
     user: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
-    data: Option<&'a RawValue>,
+    data: Option<Cow<'a, RawValue>>,
     #[serde(default)]
     seq: Option<u64>,
     #[serde(default)]
@@ -214,8 +253,8 @@ struct RawMessage<'a> {
 }
 
 /// `data: null` is valid data, not an absent field.
-fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(d).map(Some)
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, RawValue>>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(|raw| Some(Cow::Borrowed(raw)))
 }
 
 /// Parses one client text message.

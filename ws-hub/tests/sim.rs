@@ -8,7 +8,7 @@ use common::*;
 use serde_json::value::RawValue;
 use ws_hub::{
     Action, AuthError, AuthRequest, Authoriser, BusMessage, BusTarget, Command, ConfigError,
-    ConnId, HmacTokenAuth, Hub, HubConfig, Identity, RoomName, UserId,
+    ConnId, HmacTokenAuth, Hub, HubConfig, Identity, Request, RoomName, UserId,
 };
 
 fn answer_pings(hub: &mut Hub, t: std::time::Instant, conn: ConnId) {
@@ -1045,4 +1045,92 @@ fn dedup_per_publisher_above_the_total_is_refused_at_start() {
         Hub::with_defaults(bad, secret()).err(),
         Some(ConfigError::DedupBounds)
     );
+}
+
+#[test]
+fn parsed_requests_get_the_answers_raw_messages_get() {
+    let config = HubConfig {
+        max_message_size: 100,
+        max_name_len: 8,
+        rate_burst: 12,
+        rate_per_sec: 1,
+        max_violations: 12,
+        ..quiet_config()
+    };
+    let limit = config.max_message_size;
+    let big = format!(
+        r#"{{"type":"publish","room":"lobby","id":"big","data":"{}"}}"#,
+        "x".repeat(100)
+    );
+    let huge_join = format!(
+        r#"{{"type":"join","room":"lobby","id":"j{}"}}"#,
+        " ".repeat(100)
+    );
+    let script: Vec<(u64, &[u8], bool)> = vec![
+        (1, br#"{"type":"join","room":"lobby","id":"j1"}"#, true),
+        (2, br#"{"type":"join","room":"lobby"}"#, true),
+        (
+            1,
+            br#"{"type":"publish","room":"lobby","id":"m1","data":{"a":1}}"#,
+            true,
+        ),
+        (
+            1,
+            br#"{"type":"publish","room":"lobby","id":"m1","data":{"a":1}}"#,
+            true,
+        ),
+        (
+            2,
+            br#"{"type":"send","user":"alice","id":"d1","data":"hi\"there"}"#,
+            true,
+        ),
+        (2, br#"{"type":"broadcast","id":"b1","data":null}"#, true),
+        (1, big.as_bytes(), true),
+        (1, huge_join.as_bytes(), true),
+        (1, &[b'['; 101], true),
+        (1, br#"{"type":"ack","seq":1}"#, true),
+        (1, br#"{"type":"configure","delivery_acks":true}"#, true),
+        (1, br#"{"type":"ping","id":"p"}"#, true),
+        (1, br#"{"type":"publish","id":"m2"}"#, true),
+        (1, br#"{"type":"ack"}"#, true),
+        (1, br#"{"type":"nope"}"#, true),
+        (1, b"not json", true),
+        (1, b"\x00\x01", false),
+        (1, br#"{"type":"join","room":"much-too-long-a-name"}"#, true),
+        (2, br#"{"type":"leave","room":"lobby","id":"l1"}"#, true),
+        (
+            1,
+            br#"{"type":"publish","room":"lobby","id":"m3","data":1}"#,
+            true,
+        ),
+    ];
+    let mut raw = Sim::new(config.clone());
+    let mut parsed = Sim::new(config);
+    for s in [&mut raw, &mut parsed] {
+        s.connect(1, "alice");
+        s.connect(2, "bob");
+    }
+    // The script, then joins until the rate limit and the violations close
+    // connection 1.
+    let pings = std::iter::repeat_n((1, &br#"{"type":"join","room":"r"}"#[..], true), 30);
+    for (conn, data, is_text) in script.into_iter().chain(pings) {
+        let from_raw = raw.cmd(Command::Received {
+            conn: ConnId(conn),
+            data: Bytes::copy_from_slice(data),
+            is_text,
+        });
+        let from_parsed = parsed.cmd(Command::Request {
+            conn: ConnId(conn),
+            request: Request::parse(data, is_text, limit),
+        });
+        assert_eq!(from_raw, from_parsed, "{}", String::from_utf8_lossy(data));
+    }
+    let metrics = raw.hub.metrics();
+    assert_eq!(metrics, parsed.hub.metrics());
+    assert!(
+        !raw.hub.is_connected(ConnId(1)),
+        "abuse closes the connection"
+    );
+    assert_eq!(metrics.abuse_closes, 1);
+    assert!(metrics.nacks.too_large >= 2 && metrics.nacks.rate_limited >= 1);
 }

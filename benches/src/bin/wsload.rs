@@ -134,9 +134,16 @@ struct FanoutArgs {
     /// Subscriber connections.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
-    /// Messages per second the publisher sends.
+    /// Messages per second each publisher sends.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
+    /// Publisher connections, spread over the threads.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Rooms: subscriber `i` and publisher `p` are in room `i % rooms` and
+    /// `p % rooms`, named by `{room}` in the templates.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Measured window, seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -903,6 +910,12 @@ fn find_ts(payload: &[u8], marker: &[u8]) -> Option<u64> {
     None
 }
 
+/// How many of `subscribers` are in `room` of `rooms` (subscriber `i` is in
+/// room `i % rooms`).
+fn members(subscribers: usize, rooms: usize, room: usize) -> usize {
+    subscribers / rooms + usize::from(room < subscribers % rooms)
+}
+
 fn fill(template: &str, i: u64, ts: u64, seq: u64, size: usize) -> String {
     let mut s = template
         .replace("{i}", &i.to_string())
@@ -926,10 +939,17 @@ struct FanStats {
     unparsed: u64,
     errors: u64,
     published: u64,
+    /// Deliveries the publishes of this shard should make.
+    expected: u64,
     hist: Histogram<u64>,
     /// How late the publisher sent each message after it was due (ns): a
     /// starved or saturated load tool shows here, not in the server.
     publish_lag: Histogram<u64>,
+}
+
+/// `template` with `{room}` set to `room`.
+fn in_room(template: &str, room: usize) -> String {
+    template.replace("{room}", &room.to_string())
 }
 
 fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
@@ -965,6 +985,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
             me.elapsed_wait_us(),
         ]
     });
+    let rooms = a.rooms.max(1);
     let args = a.clone();
     let shards = run_shards(threads, move |shard| {
         let a = args.clone();
@@ -978,6 +999,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 unparsed: 0,
                 errors: 0,
                 published: 0,
+                expected: 0,
                 hist: new_hist(),
                 publish_lag: new_hist(),
             }));
@@ -988,9 +1010,10 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
             let mut ready = Vec::with_capacity(subs.len());
             for (i, (mut s, left)) in subs.into_iter().enumerate() {
                 if !a.subscribe_msg.is_empty() {
-                    let idx = (i * threads + shard) as u64;
+                    let idx = i * threads + shard;
                     let mut f = Vec::new();
-                    let text = fill(&a.subscribe_msg, idx, 0, 0, 0);
+                    let template = in_room(&a.subscribe_msg, idx % rooms);
+                    let text = fill(&template, idx as u64, 0, 0, 0);
                     wire::encode_frame(&mut f, OP_TEXT, text.as_bytes(), Some(MASK_KEY));
                     if s.write_all(&f).await.is_err() {
                         stats.borrow_mut().errors += 1;
@@ -999,19 +1022,19 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 }
                 ready.push((s, left));
             }
-            // The publisher lives on shard 0 and connects before the barrier.
-            let publisher = if shard == 0 {
-                match open_publisher(&target, a.publisher_init.as_deref()).await {
-                    Ok(s) => Some(s),
+            // Publisher `p` lives on shard `p % threads` and connects before
+            // the barrier.
+            let mut publishers = Vec::new();
+            for p in (shard..a.publishers).step_by(threads) {
+                let init = a.publisher_init.as_deref().map(|t| in_room(t, p % rooms));
+                match open_publisher(&target, init.as_deref()).await {
+                    Ok(s) => publishers.push((p % rooms, s)),
                     Err(e) => {
                         eprintln!("publisher: {e:#}");
                         stats.borrow_mut().errors += 1;
-                        None
                     }
                 }
-            } else {
-                None
-            };
+            }
             barrier.wait();
             let t0 = Instant::now();
             let pub_start = t0 + settle;
@@ -1033,12 +1056,25 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 });
             }
             let closed = Arc::new(AtomicU64::new(0));
-            if let Some(s) = publisher {
-                let (published, lag) =
-                    publish(s, &a, base, pub_start, win.end, Arc::clone(&closed)).await?;
-                let mut st = stats.borrow_mut();
-                st.published = published;
-                st.publish_lag = lag;
+            let mut running = Vec::new();
+            for (room, s) in publishers {
+                let mut a = a.clone();
+                a.publish_msg = in_room(&a.publish_msg, room);
+                let receivers = members(a.subscribers, rooms, room) as u64;
+                let stats = Rc::clone(&stats);
+                let closed = Arc::clone(&closed);
+                running.push(tokio::task::spawn_local(async move {
+                    let (published, lag) =
+                        publish(s, &a, base, pub_start, win.end, closed).await?;
+                    let mut st = stats.borrow_mut();
+                    st.published += published;
+                    st.expected += published * receivers;
+                    st.publish_lag.add(&lag).expect("same bounds");
+                    anyhow::Ok(())
+                }));
+            }
+            for r in running {
+                r.await??;
             }
             tokio::time::sleep_until((win.end + drain).into()).await;
             let code = closed.load(Ordering::Relaxed);
@@ -1058,12 +1094,13 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
         st.unparsed += s.unparsed;
         st.errors += s.errors;
         st.published += s.published;
+        st.expected += s.expected;
         st.hist.add(&s.hist).expect("same bounds");
         st.publish_lag.add(&s.publish_lag).expect("same bounds");
     }
     let d = duration.as_secs_f64();
     let per_s = st.in_window as f64 / d;
-    let expected = st.published * a.subscribers as u64;
+    let expected = st.expected;
     let cpu_per = cpu_us
         .filter(|_| st.in_window > 0)
         .map(|c| c as f64 / st.in_window as f64);
@@ -1089,6 +1126,8 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
             "cmd": "fanout",
             "subscribers": a.subscribers,
             "rate": a.rate,
+            "publishers": a.publishers,
+            "rooms": a.rooms,
             "duration_s": d,
             "published": st.published,
             "deliveries_in_window": st.in_window,
@@ -1275,6 +1314,16 @@ mod tests {
         assert_eq!(find_ts(br#"{"results":1,"ts":123}"#, b"ts"), Some(123));
         assert_eq!(find_ts(br#"{"data":"{\"ts\":42}"}"#, b"ts"), Some(42));
         assert_eq!(find_ts(b"nothing", b"ts"), None);
+    }
+
+    #[test]
+    fn rooms_share_the_subscribers() {
+        assert_eq!(members(10, 1, 0), 10);
+        assert_eq!(
+            (0..3).map(|r| members(10, 3, r)).collect::<Vec<_>>(),
+            [4, 3, 3]
+        );
+        assert_eq!(in_room(r#"{"room":"r{room}"}"#, 7), r#"{"room":"r7"}"#);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   [`Hub::poll_timeout`]);
 //! - [`lifecycle`]: connections opening and closing, sessions attaching,
 //!   detaching and resuming;
-//! - [`request`]: client messages, from bytes to a checked request;
+//! - [`request`]: client requests (parsed off the serial path by
+//!   [`Request::parse`]): rate limit, dispatch, checks, nacks;
 //! - [`delivery`]: publishing, fan-out to sessions, bus messages, and the
 //!   one helper that sends a numbered message (tracked when the session
 //!   wants delivery acks);
@@ -32,6 +33,7 @@ use crate::id::{ConnId, Identity, RoomName, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ServerMessage};
 use crate::ratelimit::{TokenBucket, ViolationWindow};
+use crate::request::Request;
 use crate::room::Rooms;
 use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret};
 use crate::timers::TimerSet;
@@ -271,11 +273,15 @@ impl Hub {
                 remote_addr,
                 resume,
             } => self.on_connected(now, conn, identity, remote_addr, resume),
+            Command::Request { conn, request } => self.on_request(now, conn, request),
             Command::Received {
                 conn,
                 data,
                 is_text,
-            } => self.on_received(now, conn, &data, is_text),
+            } => {
+                let request = Request::parse(&data, is_text, self.config.max_message_size);
+                self.on_request(now, conn, request);
+            }
             Command::Activity { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_activity = now;

@@ -1,6 +1,7 @@
-//! Client messages: from received bytes to a checked request (size, parse,
-//! rate limit), dispatch by type, the per-request checks (names, rooms,
-//! the authoriser), and nacks and violations.
+//! Client requests on the hub's serial path: answering rejected messages,
+//! the rate limit, dispatch by type, the per-request checks (names, rooms,
+//! the authoriser), and nacks and violations. Size check and parse come
+//! before, off the serial path ([`Request::parse`]).
 
 use std::time::Instant;
 
@@ -11,62 +12,62 @@ use super::{CLOSE_POLICY, Hub};
 use crate::action::Action;
 use crate::bus::BusTarget;
 use crate::id::{ConnId, RoomName, UserId};
-use crate::protocol::{self, ClientMessage, ErrorCode, NackReason, Op, ServerMessage};
+use crate::protocol::{ClientMessage, ErrorCode, NackReason, Op, ServerMessage};
+use crate::request::{Rejection, Request};
 use crate::session::{Session, SessionKey};
 
 impl Hub {
-    pub(super) fn on_received(&mut self, now: Instant, conn: ConnId, data: &[u8], is_text: bool) {
+    pub(super) fn on_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.last_activity = now;
         c.last_message = now;
         self.out.metrics.messages_in += 1;
-        if !is_text {
-            self.out.error(
-                conn,
-                ErrorCode::BinaryUnsupported,
-                "binary messages are not supported",
-            );
-            self.violation(now, conn);
-            return;
-        }
-        let too_large = data.len() > self.config.max_message_size;
-        let msg = match protocol::parse(data) {
+        let msg = match request.0 {
             Ok(msg) => msg,
-            Err(bad) => {
-                if too_large {
-                    self.out.error(
-                        conn,
-                        ErrorCode::TooLarge,
-                        "message exceeds max_message_size",
-                    );
-                } else if let Some(op) = bad.op {
-                    self.out.metrics.protocol_errors += 1;
-                    self.nack(conn, op, bad.id.as_deref(), None, NackReason::BadRequest);
-                } else {
-                    self.out.error(conn, bad.code, bad.detail);
-                }
+            Err(rejection) => {
+                self.reject(conn, rejection);
                 self.violation(now, conn);
                 return;
             }
         };
-        if too_large {
-            match msg.op() {
-                Some(op) => self.nack(conn, op, msg.id(), msg.room(), NackReason::TooLarge),
-                None => self.out.error(
-                    conn,
-                    ErrorCode::TooLarge,
-                    "message exceeds max_message_size",
-                ),
-            }
-            self.violation(now, conn);
-            return;
-        }
         if self.rate_limited(now, conn, &msg) {
             return;
         }
         self.dispatch(now, conn, msg);
+    }
+
+    /// Answers a message that is not a request to dispatch.
+    fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        match rejection {
+            Rejection::Binary => self.out.error(
+                conn,
+                ErrorCode::BinaryUnsupported,
+                "binary messages are not supported",
+            ),
+            Rejection::TooLarge {
+                op: Some(op),
+                id,
+                room,
+            } => self.nack(
+                conn,
+                op,
+                id.as_deref(),
+                room.as_deref(),
+                NackReason::TooLarge,
+            ),
+            Rejection::TooLarge { op: None, .. } => self.out.error(
+                conn,
+                ErrorCode::TooLarge,
+                "message exceeds max_message_size",
+            ),
+            Rejection::BadRequest { op, id } => {
+                self.out.metrics.protocol_errors += 1;
+                self.nack(conn, op, id.as_deref(), None, NackReason::BadRequest);
+            }
+            Rejection::Malformed { code, detail } => self.out.error(conn, code, detail),
+        }
     }
 
     /// Takes a token for `msg`; if there is none, answers as the protocol
@@ -103,10 +104,10 @@ impl Hub {
             ClientMessage::Join { room, id } => self.on_join(now, conn, &room, id.as_deref()),
             ClientMessage::Leave { room, id } => self.on_leave(now, conn, &room, id.as_deref()),
             ClientMessage::Publish { room, id, data } => {
-                self.on_publish(now, conn, &room, &id, data);
+                self.on_publish(now, conn, &room, &id, &data);
             }
-            ClientMessage::Send { user, id, data } => self.on_send(now, conn, &user, &id, data),
-            ClientMessage::Broadcast { id, data } => self.on_broadcast(now, conn, &id, data),
+            ClientMessage::Send { user, id, data } => self.on_send(now, conn, &user, &id, &data),
+            ClientMessage::Broadcast { id, data } => self.on_broadcast(now, conn, &id, &data),
             ClientMessage::Ack { seq } => {
                 if let Some(s) = self.session_mut(conn) {
                     s.unacked.remove(&seq);

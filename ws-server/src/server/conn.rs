@@ -331,10 +331,12 @@ async fn pump<T: Transport, R: Runtime>(
                     .counters
                     .bytes_in
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let command = Command::Received {
+                // Size check and parse here, in parallel across
+                // connections: the hub task only dispatches.
+                let limit = shared.config.hub.max_message_size;
+                let command = Command::Request {
                     conn,
-                    data,
-                    is_text,
+                    request: ws_hub::Request::parse(&data, is_text, limit),
                 };
                 if shared.hub.send(ToHub::Command(command)).await.is_err() {
                     return Ok(());

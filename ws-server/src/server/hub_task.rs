@@ -1,6 +1,7 @@
 //! The hub task: the one place the `ws_hub::Hub` state machine lives.
 //!
-//! Connection tasks (on every core) do the socket and protocol work and
+//! Connection tasks (on every core) do the socket and protocol work,
+//! size-check and parse client messages (`ws_hub::Request::parse`), and
 //! send the hub plain commands over one bounded channel; the hub task
 //! applies them in order, with no lock, and hands deliveries to each
 //! connection's [`Outbox`]. A publish to a room is encoded once by the hub;
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
@@ -19,6 +21,7 @@ use ws_hub::{
     Action, BusMessage, Command, ConnId, Hub, Identity, Metrics, PushOutcome, ResumeRequest,
 };
 
+use super::metrics::thread_cpu_time;
 use super::outbox::Outbox;
 use crate::bus::BusCommand;
 use ws_async::Runtime;
@@ -64,6 +67,8 @@ pub(crate) struct HubTask<R: Runtime> {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) conns: HashMap<ConnId, Arc<Outbox>>,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    /// CPU nanoseconds spent working, from a wake-up to the next wait.
+    cpu_ns: Arc<AtomicU64>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -73,6 +78,7 @@ impl<R: Runtime> HubTask<R> {
         inbox: async_channel::Receiver<ToHub>,
         bus: Option<BusLink>,
         metrics: Arc<Mutex<Metrics>>,
+        cpu_ns: Arc<AtomicU64>,
     ) -> Self {
         Self {
             rt,
@@ -82,13 +88,16 @@ impl<R: Runtime> HubTask<R> {
             metrics,
             conns: HashMap::new(),
             timer: None,
+            cpu_ns,
         }
     }
 
     /// Runs until every sender of the inbox is gone.
     pub(crate) async fn run(mut self) {
         loop {
-            match self.next().await {
+            let wake = self.next().await;
+            let started = thread_cpu_time();
+            match wake {
                 Wake::Closed => break,
                 Wake::Message(m) => self.apply(m),
                 Wake::Bus(channel, payload) => self.bus_message(&channel, &payload),
@@ -107,6 +116,10 @@ impl<R: Runtime> HubTask<R> {
             if let Ok(mut snapshot) = self.metrics.lock() {
                 *snapshot = self.hub.metrics();
             }
+            // No `.await` since `started`: all of it ran on this thread.
+            let ns = thread_cpu_time().saturating_sub(started).as_nanos();
+            self.cpu_ns
+                .fetch_add(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
             // Let the connection tasks write what this round queued before
             // the next one. Without this, a backlog of commands is applied
             // in one go, its deliveries pile up in the outboxes of

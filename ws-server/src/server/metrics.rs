@@ -2,6 +2,7 @@
 //! server's own (handshakes, refusals).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ws_hub::Metrics;
@@ -30,6 +31,10 @@ pub struct ServerCounters {
     pub frames_in: AtomicU64,
     /// Bytes received in client messages.
     pub bytes_in: AtomicU64,
+    /// CPU time the hub task spent handling inputs and handing out
+    /// actions, in nanoseconds: the load on the server's one serial point
+    /// (shared with the hub task; see [`thread_cpu_time`]).
+    pub hub_cpu_ns: Arc<AtomicU64>,
 }
 
 impl ServerCounters {
@@ -39,7 +44,27 @@ impl ServerCounters {
     }
 }
 
-fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+/// CPU time the calling thread has used: what a task costs between two
+/// readings with no `.await` between them, whatever else runs on the
+/// machine. Wall-clock time since the first call where the platform has no
+/// thread CPU clock.
+pub(crate) fn thread_cpu_time() -> std::time::Duration {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        std::time::Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed()
+    }
+}
+
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(
         out,
         "# HELP ws_{name} {help}\n# TYPE ws_{name} {kind}\nws_{name} {value}"
@@ -118,6 +143,13 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
         "counter",
         "Bytes received in client messages.",
         c(&server.bytes_in),
+    );
+    line(
+        out,
+        "hub_task_cpu_seconds_total",
+        "counter",
+        "CPU time the hub task used: its utilisation is the rate.",
+        c(&server.hub_cpu_ns) as f64 / 1e9,
     );
     line(
         out,

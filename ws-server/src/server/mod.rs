@@ -3,14 +3,15 @@
 //! # How the work is split across cores
 //!
 //! Each connection is a task on the runtime's worker threads: it does the
-//! socket IO, the WebSocket framing and UTF-8 checks, and the HTTP side
+//! socket IO, the WebSocket framing and UTF-8 checks, the size check and
+//! parse of hub messages (`ws_hub::Request::parse`), and the HTTP side
 //! (`/healthz`, `/metrics`, Origin and token checks) in parallel on every
 //! core. The hub's state (rooms, sessions, de-dup windows, timers) lives
 //! in one task that owns the `ws_hub::Hub` outright: connection tasks send
 //! it commands over a bounded channel and it answers through each
 //! connection's outbox. The hub is therefore serialised, not locked: no
 //! mutex guards it, ordering is exactly the channel's, and its per-message
-//! work is small (parse, route, refcount the shared body). A publish to a
+//! work is small (rate limit, route, refcount the shared body). A publish to a
 //! room of N members costs the hub N outbox pushes of the same bytes; the
 //! framing and the writes happen on the connections' threads.
 //!
@@ -109,7 +110,15 @@ pub async fn serve<R: Runtime>(
     };
     let hub_done = Shutdown::new();
     let hub_guard = hub_done.track();
-    let task = HubTask::new(rt.clone(), hub, inbox, bus_link, metrics.clone());
+    let counters = ServerCounters::default();
+    let task = HubTask::new(
+        rt.clone(),
+        hub,
+        inbox,
+        bus_link,
+        metrics.clone(),
+        counters.hub_cpu_ns.clone(),
+    );
     rt.spawn(async move {
         task.run().await;
         drop(hub_guard);
@@ -121,7 +130,7 @@ pub async fn serve<R: Runtime>(
         hub: to_hub.clone(),
         authenticator,
         metrics,
-        counters: ServerCounters::default(),
+        counters,
         bus_stats,
         ip_limiter: conn::IpLimiter::default(),
         next_conn: AtomicU64::new(1),
