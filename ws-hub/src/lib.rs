@@ -82,6 +82,7 @@
 mod action;
 mod auth;
 mod bus;
+pub mod client;
 mod command;
 mod config;
 mod dedup;
