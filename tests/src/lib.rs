@@ -14,6 +14,7 @@ use ws_runtime_common::{Runtime, WsConfig};
 
 pub mod cli;
 pub mod hub_client;
+pub mod proxy;
 pub mod redis;
 
 /// Which runtime a side runs on.
