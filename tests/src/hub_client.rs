@@ -341,8 +341,14 @@ impl<R: Runtime> HubClient<R> {
     }
 
     /// Closes cleanly with 1000.
-    pub async fn close(mut self) {
-        let _ = within(&self.rt, WAIT, self.ws.close(CloseCode(1000), "bye")).await;
+    pub async fn close(self) {
+        self.close_with(1000, "bye").await;
+    }
+
+    /// Closes cleanly with `code` and `reason` (waits for the server's
+    /// answer, bounded).
+    pub async fn close_with(mut self, code: u16, reason: &str) {
+        let _ = within(&self.rt, WAIT, self.ws.close(CloseCode(code), reason)).await;
     }
 
     /// Drops the connection without a close handshake (a dead network).

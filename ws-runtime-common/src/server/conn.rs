@@ -120,6 +120,12 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, &shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
+    // The hub decides what the client's close code means for its session.
+    if let Some(close) = reader.close_info().filter(|c| c.clean) {
+        let (code, reason) = (close.code.0, close.reason);
+        let command = Command::ClientClosed { conn, code, reason };
+        let _ = shared.hub.send(ToHub::Command(command)).await;
+    }
     let _ = shared
         .hub
         .send(ToHub::Command(Command::Disconnected { conn }))
@@ -172,8 +178,10 @@ fn decide(
             "too many connections from this address",
         ));
     }
+    // Browsers always send Origin; clients without one are not browsers.
     let origins = &shared.config.allowed_origins;
-    if !origins.is_empty() && !req.origin().is_some_and(|o| origins.iter().any(|a| a == o)) {
+    let unlisted = |o: &str| !origins.iter().any(|a| a == o);
+    if !origins.is_empty() && req.origin().is_some_and(unlisted) {
         ServerCounters::bump(&counters.origin_refusals);
         return answer(HttpResponse::text(403, "origin not allowed"));
     }
@@ -187,11 +195,13 @@ fn decide(
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let namespace = shared.config.hub.anonymous_namespace();
     let auth = AuthRequest {
         conn,
         token,
         remote_addr: Some(peer),
         now_unix_secs,
+        namespace: &namespace,
     };
     match shared.authenticator.authenticate(&auth) {
         Ok(identity) => {

@@ -15,7 +15,8 @@
 //! framing and the writes happen on the connections' threads.
 //!
 //! Resumable sessions and their replay buffers live only in this process's
-//! memory: a restart loses them (clients are told `expired` and resync).
+//! memory, under a session key drawn at start: a restart loses them
+//! (clients are told `unknown` and resync).
 
 mod conn;
 mod hub_task;

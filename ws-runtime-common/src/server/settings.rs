@@ -96,7 +96,7 @@ settings! {
     auth_secret: String = "", "WS_AUTH_SECRET";
     /// Accept connections without a token (as anonymous users) even when a secret is set.
     allow_anonymous: bool = false, "WS_ALLOW_ANONYMOUS";
-    /// Allowed Origin values, comma separated; empty: any origin.
+    /// Allowed Origin values, comma separated (others get 403; requests without Origin are allowed); empty: any origin.
     allowed_origins: String = "", "WS_ALLOWED_ORIGINS";
     /// Most connections in total.
     max_connections: usize = 100_000, "WS_MAX_CONNECTIONS";
@@ -120,7 +120,7 @@ settings! {
     dedup_window_ms: u64 = 30_000, "WS_DEDUP_WINDOW_MS";
     /// De-duplication ids remembered per publisher (LRU bound).
     dedup_per_publisher: usize = 1024, "WS_DEDUP_PER_PUBLISHER";
-    /// How long a disconnected session can be resumed, milliseconds.
+    /// How long a disconnected session can be resumed, milliseconds (a client closing with 1000 ends it at once).
     session_retention_ms: u64 = 120_000, "WS_SESSION_RETENTION_MS";
     /// Messages kept per session for resume.
     replay_max_messages: usize = 128, "WS_REPLAY_MAX_MESSAGES";
@@ -142,7 +142,7 @@ settings! {
     max_violations: usize = 20, "WS_MAX_VIOLATIONS";
     /// Window over which malformed messages are counted, milliseconds.
     violation_window_ms: u64 = 60_000, "WS_VIOLATION_WINDOW_MS";
-    /// De-duplication ids remembered in total (bounds memory whatever clients send).
+    /// De-duplication ids remembered in total (bounds memory; when full, new ids are nacked `busy`).
     dedup_max_entries: usize = 262_144, "WS_DEDUP_MAX_ENTRIES";
     /// Disconnected sessions kept for resume at most.
     max_detached_sessions: usize = 100_000, "WS_MAX_DETACHED_SESSIONS";
