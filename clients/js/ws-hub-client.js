@@ -32,7 +32,10 @@
 
 const CLOSE_NORMAL = 1000;
 const CLOSE_POLICY = 1008;
-/** Close code used when the watchdog gives up on a silent connection. */
+/**
+ * Close code used when the client abandons a connection it will replace
+ * (watchdog, connect timeout, offline): not 1000, which ends the session.
+ */
 export const CLOSE_WATCHDOG = 4000;
 
 /** A request refused by the server (`nack`), or abandoned by `close()`. */
@@ -64,6 +67,9 @@ export function backoffDelay(attempt, min, max, random = Math.random) {
   const window = Math.min(max, min * 2 ** Math.min(attempt, 31));
   return Math.min(max, min + Math.floor(random() * (window + 1)));
 }
+
+const encoder = new TextEncoder();
+function byteLength(s) { return encoder.encode(s).length; }
 
 function randomPrefix() {
   const c = globalThis.crypto;
@@ -111,6 +117,7 @@ export class HubClient extends EventTarget {
     this._prefix = randomPrefix();
     this._n = 0;
     this._pinged = false;
+    this._maxMessage = 0;            // the server's max_message_size, from welcome
     this._onOnline = () => { this._emit("online", {}); if (this.state === "disconnected" && this._timer) { this._attempt = 0; this._clearTimer(); this._open(); } };
     this._onOffline = () => { this._emit("offline", {}); if (this._ws) this._lost(null, "offline"); };
   }
@@ -166,6 +173,9 @@ export class HubClient extends EventTarget {
     }
     id = id == null ? this._freshId() : String(id);
     const frame = JSON.stringify({ type: op, ...fields, id });
+    if (this._maxMessage && byteLength(frame) > this._maxMessage) {
+      return Promise.reject(new HubError(op, id, "too_large"));
+    }
     return new Promise((resolve, reject) => {
       this._pending.push({ id, op, room, frame, resolve, reject });
       if (this.state === "connected") this._ws.send(frame);
@@ -208,7 +218,8 @@ export class HubClient extends EventTarget {
     const ws = this._ws;
     this._ws = null;
     this._attemptToken = null;
-    if (ws) { try { ws.close(code === CLOSE_WATCHDOG ? CLOSE_WATCHDOG : CLOSE_NORMAL, reason.slice(0, 100)); } catch { /* already closed */ } }
+    // Never 1000 here: a client close with 1000 ends the session on the server.
+    if (ws) { try { ws.close(CLOSE_WATCHDOG, reason.slice(0, 100)); } catch { /* already closed */ } }
     if (this.state === "connected" && Date.now() - this._since >= this.options.stableAfter) this._attempt = 0;
     const delay = backoffDelay(this._attempt++, this.options.minDelay, this.options.maxDelay);
     this._rejoins.clear();
@@ -279,6 +290,14 @@ export class HubClient extends EventTarget {
   _onWelcome(m) {
     this._clearTimer();
     if (m.ping_interval_ms > 0) this._pingInterval = m.ping_interval_ms;
+    if (m.max_message_size > 0) {
+      // Never resend what the server refuses (over its WebSocket limit it
+      // would even close the connection, again and again).
+      this._maxMessage = m.max_message_size;
+      const tooLarge = this._pending.filter((p) => byteLength(p.frame) > this._maxMessage);
+      this._pending = this._pending.filter((p) => byteLength(p.frame) <= this._maxMessage);
+      for (const p of tooLarge) p.reject(new HubError(p.op, p.id, "too_large"));
+    }
     const resumed = this._resuming !== null && this._resuming.session === m.session;
     this.session = m.session;
     this.user = m.user;

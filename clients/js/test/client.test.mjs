@@ -128,3 +128,18 @@ test("the watchdog pings a silent connection, then replaces it", async () => {
   assert.equal(FakeWS.all[0].closed.code, CLOSE_WATCHDOG);
   c.close();
 });
+
+test("requests over the server's max_message_size are refused, never resent", async () => {
+  const { c } = client();
+  const big = c.publish("r", "x".repeat(200));
+  const small = c.publish("r", "y");
+  c.connect();
+  await until(() => FakeWS.all.length === 1);
+  last().recv({ type: "welcome", session: "S", user: "u", ping_interval_ms: 30000, max_message_size: 100 });
+  await assert.rejects(big, (e) => e.reason === "too_large");
+  assert.deepEqual(last().sent.map((f) => f.data), ["y"]);
+  await assert.rejects(c.publish("r", "z".repeat(200)), (e) => e.reason === "too_large");
+  last().recv({ type: "ack", op: "publish", id: last().sent[0].id });
+  await small;
+  c.close();
+});

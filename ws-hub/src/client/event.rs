@@ -318,6 +318,15 @@ pub enum SubmitError {
     /// An unanswered request already uses this id.
     #[error("id `{0}` is already pending")]
     DuplicateId(String),
+    /// The request is longer than the server's `max_message_size` (from
+    /// `welcome`).
+    #[error("request of {size} bytes exceeds the server's limit of {limit}")]
+    TooLarge {
+        /// The encoded request's length.
+        size: usize,
+        /// The server's `max_message_size`.
+        limit: usize,
+    },
     /// An empty room, user or id.
     #[error("empty {0}")]
     Empty(&'static str),

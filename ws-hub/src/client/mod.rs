@@ -77,8 +77,9 @@ use crate::protocol::ResumeFailure;
 use backoff::{Backoff, SplitMix64};
 use wire::Request;
 
-/// Close code the client uses when the watchdog gives up on a silent
-/// connection (private-use range).
+/// Close code the client uses when it abandons a connection it will
+/// replace (watchdog, connect timeout), from the private-use range: not
+/// 1000, which would end the session on the server.
 pub const CLOSE_WATCHDOG: u16 = 4000;
 
 /// Close code of a normal close (the application's [`Client::close`]).
@@ -224,6 +225,8 @@ pub struct Client {
     /// Set after a 401 while the provider is asked for a new token.
     rejected: Option<Option<String>>,
     ping_interval: Duration,
+    /// The server's `max_message_size`, from `welcome`.
+    max_message: Option<usize>,
     duplicates: u64,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -269,6 +272,7 @@ impl Client {
             pending: VecDeque::new(),
             rejected: None,
             ping_interval: Duration::from_secs(30),
+            max_message: None,
             duplicates: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -339,7 +343,7 @@ impl Client {
         non_empty(room, "room")?;
         let id = self.check_id(None)?;
         let frame = Request::Join { room, id: &id }.encode();
-        Ok(self.submit(id, Op::Join, Some(room), frame))
+        self.submit(id, Op::Join, Some(room), frame)
     }
 
     /// Leaves `room`. Returns the request id.
@@ -347,7 +351,7 @@ impl Client {
         non_empty(room, "room")?;
         let id = self.check_id(None)?;
         let frame = Request::Leave { room, id: &id }.encode();
-        Ok(self.submit(id, Op::Leave, Some(room), frame))
+        self.submit(id, Op::Leave, Some(room), frame)
     }
 
     /// Publishes `data` to `room` with the given id or a generated unique
@@ -366,7 +370,7 @@ impl Client {
             data,
         }
         .encode();
-        Ok(self.submit(id, Op::Publish, None, frame))
+        self.submit(id, Op::Publish, None, frame)
     }
 
     /// Sends `data` to every connection of `user` (see
@@ -385,14 +389,14 @@ impl Client {
             data,
         }
         .encode();
-        Ok(self.submit(id, Op::Send, None, frame))
+        self.submit(id, Op::Send, None, frame)
     }
 
     /// Broadcasts `data` to every connection (see [`publish`](Self::publish)).
     pub fn broadcast(&mut self, data: &RawValue, id: Option<&str>) -> Result<String, SubmitError> {
         let id = self.check_id(id)?;
         let frame = Request::Broadcast { id: &id, data }.encode();
-        Ok(self.submit(id, Op::Broadcast, None, frame))
+        self.submit(id, Op::Broadcast, None, frame)
     }
 
     // ---- (B) inputs ---------------------------------------------------------
@@ -650,7 +654,19 @@ impl Client {
         format!("{}-{}", self.id_prefix, self.next_id)
     }
 
-    fn submit(&mut self, id: String, op: Op, room: Option<&str>, frame: String) -> String {
+    fn submit(
+        &mut self,
+        id: String,
+        op: Op,
+        room: Option<&str>,
+        frame: String,
+    ) -> Result<String, SubmitError> {
+        if let Some(limit) = self.max_message.filter(|m| frame.len() > *m) {
+            return Err(SubmitError::TooLarge {
+                size: frame.len(),
+                limit,
+            });
+        }
         let sent = matches!(self.phase, Phase::Connected { .. });
         if sent {
             self.actions.push_back(Action::Send {
@@ -664,7 +680,7 @@ impl Client {
             frame,
             sent,
         });
-        id
+        Ok(id)
     }
 
     fn transmit(&mut self, req: &Request<'_>) {
@@ -679,7 +695,8 @@ impl Client {
             "welcome" => {
                 if let (Phase::Handshaking { .. }, Some(session)) = (self.phase, m.session) {
                     let ping = m.ping_interval_ms.map(Duration::from_millis);
-                    self.on_welcome(now, &session, m.user.as_deref(), ping);
+                    let max = m.max_message_size.and_then(|m| usize::try_from(m).ok());
+                    self.on_welcome(now, &session, m.user.as_deref(), ping, max);
                 }
             }
             "resume_failed" => {
@@ -750,9 +767,29 @@ impl Client {
         session: &str,
         user: Option<&str>,
         ping: Option<Duration>,
+        max_message: Option<usize>,
     ) {
         if let Some(p) = ping.filter(|p| !p.is_zero()) {
             self.ping_interval = p;
+        }
+        if let Some(max) = max_message {
+            self.max_message = Some(max);
+            // Never resend what the server will refuse (a frame over its
+            // WebSocket limit would even close the connection, again and
+            // again): answer it here.
+            let (fit, too_large) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| p.frame.len() <= max);
+            self.pending = fit;
+            for p in too_large {
+                self.events.push_back(Event::Reply(Reply {
+                    id: p.id,
+                    op: p.op,
+                    result: Err(OpError::Nacked {
+                        reason: "too_large".to_owned(),
+                    }),
+                }));
+            }
         }
         let resumed = self
             .resuming

@@ -61,6 +61,8 @@ pub(crate) struct Incoming<'a> {
     pub(crate) user: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(crate) ping_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub(crate) max_message_size: Option<u64>,
     #[serde(default, borrow)]
     pub(crate) op: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
