@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 use ws_proto::{ClientRequest, CloseCode, Message};
-use ws_runtime_common::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 
 use crate::read_http_head;
 

@@ -36,9 +36,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use ws_async::{Runtime, WebSocket, WsConfig, client_handshake};
 use ws_proto::{ClientRequest, Message};
-use ws_runtime_common::server::{ServerConfig, Settings};
-use ws_runtime_common::{Runtime, WebSocket, WsConfig, client_handshake};
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{HubClient, Recv, WAIT, metric, sleep, token, wait_metric, within};
 use ws_tests::redis::RedisServer;
 use ws_tests::{Rt, TestServer, on_runtime, start_hub};

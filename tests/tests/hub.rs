@@ -14,9 +14,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::Runtime;
 use ws_proto::CloseCode;
-use ws_runtime_common::Runtime;
-use ws_runtime_common::server::{ServerConfig, Settings};
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::*;
 use ws_tests::*;
 

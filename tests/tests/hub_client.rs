@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use ws_hub_client::{ClientOptions, GapReason, HubClient, HubEvent, State, connect};
-use ws_runtime_common::Runtime;
-use ws_runtime_common::server::{ServerConfig, Settings};
+use ws_async::Runtime;
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{sleep, token, within};
 use ws_tests::proxy::CuttingProxy;
 use ws_tests::*;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_lite::future;
 use ws_hub::client::{Action, Client, Event, Input, OpError, State};
 use ws_proto::{CloseCode, HandshakeError, Message};
-use ws_runtime_common::{Incoming, Runtime, WebSocket, WsError, connect};
+use ws_async::{Incoming, Runtime, WebSocket, WsError, connect};
 
 use crate::{ClientError, ClientOptions, Command, HubEvent, ReplyTx, TokenProvider};
 

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! # use ws_hub_client::{connect, ClientOptions, HubEvent};
-//! # fn demo<R: ws_runtime_common::Runtime>(rt: R) { let _ = async move {
+//! # fn demo<R: ws_async::Runtime>(rt: R) { let _ = async move {
 //! let hub = connect(rt, "ws://127.0.0.1:8080/ws", ClientOptions::default())?;
 //! hub.join("lobby").await?;
 //! let ack = hub.publish("lobby", &"hello")?.await?; // resolves to the ack, or the nack
@@ -42,7 +42,7 @@ pub use ws_hub::client::{
     Ack, ClientConfig, Gap, GapReason, Message, OpError, State, StateChange, SubmitError, Target,
 };
 use ws_hub::client::{Client, ClientConfigError};
-use ws_runtime_common::{Runtime, WsConfig};
+use ws_async::{Runtime, WsConfig};
 
 /// Asked for a token before every connection attempt (and after a 401);
 /// `None` for none.

@@ -18,10 +18,10 @@ use super::Shared;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
-use crate::error::WsError;
-use crate::handshake::{Decision, accept_with};
-use crate::runtime::{Runtime, Transport};
-use crate::stream::Incoming;
+use ws_async::Incoming;
+use ws_async::WsError;
+use ws_async::{Decision, accept_with};
+use ws_async::{Runtime, Transport};
 
 /// Counts connections per IP address; a slot is released on drop.
 #[derive(Debug, Default)]
@@ -227,8 +227,8 @@ enum Step {
 /// Moves messages both ways until the connection ends.
 async fn pump<T: Transport, R: Runtime>(
     conn: ConnId,
-    reader: &mut crate::ReadHalf<T, R>,
-    writer: &mut crate::WriteHalf<T, R>,
+    reader: &mut ws_async::ReadHalf<T, R>,
+    writer: &mut ws_async::WriteHalf<T, R>,
     outbox: &Outbox,
     shared: &Shared,
 ) -> Result<(), WsError> {
@@ -290,10 +290,7 @@ async fn pump<T: Transport, R: Runtime>(
             // The peer did not answer our close in time: it may have stopped
             // reading (a slow consumer), so what is still queued for it
             // would never drain; give up on it now.
-            Step::Received(Err(WsError::Protocol(ws_proto::Error::CloseTimeout))) => {
-                return Ok(());
-            }
-            Step::Received(Err(WsError::Protocol(_))) => {} // the close is under way
+            Step::Received(Err(WsError::Timeout)) => return Ok(()),
             Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
             Step::Outbox(pending) => {
                 while writer.buffered() < bound || pending.close.is_some() {
