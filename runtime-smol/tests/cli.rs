@@ -4,3 +4,8 @@
 fn echo_and_client_subcommands() {
     ws_tests::cli::check_cli(env!("CARGO_BIN_EXE_ws-smol"));
 }
+
+#[test]
+fn hub_client_subcommand_and_served_browser_client() {
+    ws_tests::cli::check_hub_client(env!("CARGO_BIN_EXE_ws-smol"));
+}

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ws_hub_client::{ClientOptions, GapReason, HubClient, HubEvent, State, connect};
 use ws_async::Runtime;
+use ws_hub_client::{ClientOptions, GapReason, HubClient, HubEvent, State, connect};
 use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{sleep, token, within};
 use ws_tests::proxy::CuttingProxy;

@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures_lite::future;
+use ws_async::{Incoming, Runtime, WebSocket, WsError, connect};
 use ws_hub::client::{Action, Client, Event, Input, OpError, State};
 use ws_proto::{CloseCode, HandshakeError, Message};
-use ws_async::{Incoming, Runtime, WebSocket, WsError, connect};
 
 use crate::{ClientError, ClientOptions, Command, HubEvent, ReplyTx, TokenProvider};
 
@@ -98,6 +98,21 @@ impl<R: Runtime> Driver<R> {
         self.forward().await;
         for tx in self.replies.drain().map(|(_, tx)| tx) {
             let _ = tx.try_send(Err(ClientError::Op(OpError::Closed)));
+        }
+        // Requests still queued would wait forever (the handles keep the
+        // channel alive): refuse new ones and answer these.
+        self.commands.close();
+        while let Ok(c) = self.commands.try_recv() {
+            match c {
+                Command::Close(done) => self.closed.push(done),
+                Command::Join(_, tx)
+                | Command::Leave(_, tx)
+                | Command::Publish(_, _, _, tx)
+                | Command::Send(_, _, _, tx)
+                | Command::Broadcast(_, _, tx) => {
+                    let _ = tx.try_send(Err(ClientError::Stopped));
+                }
+            }
         }
         for tx in self.closed.drain(..) {
             let _ = tx.try_send(());

@@ -38,11 +38,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use ws_async::{Runtime, WsConfig};
 pub use ws_hub::client::{
     Ack, ClientConfig, Gap, GapReason, Message, OpError, State, StateChange, SubmitError, Target,
 };
 use ws_hub::client::{Client, ClientConfigError};
-use ws_async::{Runtime, WsConfig};
 
 /// Asked for a token before every connection attempt (and after a 401);
 /// `None` for none.

@@ -710,13 +710,18 @@ fn invalid_configs_are_refused() {
 fn requests_over_the_server_limit_are_refused_never_resent() {
     let mut t = T::with_seed(1);
     let big = format!("\"{}\"", "x".repeat(200));
-    let b = t.c.publish("r", &raw(&big), None).expect("limit unknown yet");
+    let b =
+        t.c.publish("r", &raw(&big), None)
+            .expect("limit unknown yet");
     t.c.publish("r", &raw("1"), Some("small")).expect("queued");
     t.c.connect(t.now);
     t.open_url();
     t.input(Input::Connected);
     t.text(r#"{"type":"welcome","session":"S","user":"u","ping_interval_ms":30000,"max_message_size":100}"#);
-    assert_eq!(t.sent(), [r#"{"type":"publish","room":"r","id":"small","data":1}"#]);
+    assert_eq!(
+        t.sent(),
+        [r#"{"type":"publish","room":"r","id":"small","data":1}"#]
+    );
     assert_eq!(
         replies(&t.events()),
         [Reply {

@@ -88,6 +88,28 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Hub client (docs/PROTOCOL.md): joins ROOM, publishes each stdin
+    /// line as `data` (a JSON string), prints every delivered `message`
+    /// object as one JSON line on stdout and every gap as one JSON line on
+    /// stderr; reconnects and resumes on its own (full-jitter backoff),
+    /// retrying unanswered publishes with the same id. At the end of stdin
+    /// it waits for every publish to be acked, closes with 1000 and exits
+    /// 0; exits 1 if a publish or the join was refused, or on a terminal
+    /// close (1008, HTTP 401).
+    HubClient {
+        /// Hub URL, `ws://host:port/ws`.
+        #[arg(long)]
+        url: String,
+        /// The room to join and publish to.
+        #[arg(long)]
+        room: String,
+        /// Token for the server's authenticator (sent as `?token=`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Protocol limits.
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
 }
 
 /// Limits shared by every subcommand; each defaults to the protocol
@@ -150,6 +172,8 @@ enum CliError {
     Settings(#[from] crate::server::SettingsError),
     #[error(transparent)]
     Autobahn(#[from] crate::autobahn::AutobahnError),
+    #[error(transparent)]
+    HubClient(#[from] ws_hub_client::ClientError),
 }
 
 /// Sets up `tracing` logging to stderr.
@@ -180,6 +204,17 @@ pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
         },
         Command::Client { url, limits } => match limits.config() {
             Ok(config) => client(rt, &url, config).await.map_err(CliError::from),
+            Err(e) => Err(e.into()),
+        },
+        Command::HubClient {
+            url,
+            room,
+            token,
+            limits,
+        } => match limits.config() {
+            Ok(config) => crate::hub_client::run_hub_client(rt, &url, &room, token, config)
+                .await
+                .map_err(CliError::from),
             Err(e) => Err(e.into()),
         },
     };

@@ -11,6 +11,8 @@
 //! - [`bus`]: the Redis pub/sub bus between nodes;
 //! - [`echo`]: the echo server (the Autobahn server);
 //! - [`autobahn`]: the Autobahn|Testsuite client procedure;
+//! - [`hub_client`]: the `hub-client` subcommand (the hub client for
+//!   scripts);
 //! - [`cli`]: the command line both binaries share;
 //! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
 //!
@@ -32,6 +34,7 @@ pub mod autobahn;
 pub mod bus;
 pub mod cli;
 pub mod echo;
+pub mod hub_client;
 mod runtime;
 pub mod server;
 pub mod shutdown;

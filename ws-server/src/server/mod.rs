@@ -18,6 +18,7 @@
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
+mod assets;
 mod conn;
 mod hub_task;
 pub mod metrics;
@@ -35,6 +36,7 @@ use crate::ServerRuntime;
 use crate::bus::{BusStats, run_redis_bus};
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
+pub use assets::{CLIENT_JS_PATH, DEMO_PATH};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
 pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
