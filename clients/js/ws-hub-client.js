@@ -150,7 +150,12 @@ export class HubClient extends EventTarget {
 
   // ---- internals ----------------------------------------------------------
 
-  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+  _emit(type, detail) {
+    const ev = typeof CustomEvent === "function"
+      ? new CustomEvent(type, { detail })
+      : Object.assign(new Event(type), { detail });   // older Node
+    this.dispatchEvent(ev);
+  }
 
   _setState(to, code, reason) {
     const from = this.state;

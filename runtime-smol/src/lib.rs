@@ -10,6 +10,8 @@
 //!
 //! # Features
 //!
+//! - `hub-client` (on with `server`): [`hub_client::connect`], the hub
+//!   client (reconnect, resume, exactly-once publish) on this runtime.
 //! - `server` (default): the server application (`ws-server`, with the
 //!   Redis bus on smol) and the `ws-smol` binary. Depend on this crate
 //!   with `default-features = false` to use it as a WebSocket library
@@ -237,3 +239,6 @@ where
 {
     ws_async::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config).await
 }
+
+#[cfg(feature = "hub-client")]
+ws_hub_client::adapter_hub_client!(crate::SmolRuntime::default());
