@@ -1,7 +1,7 @@
 //! The command line both server binaries share (`ws-tokio`, `ws-smol`):
 //! the same subcommands, flags and behaviour on either runtime.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -263,17 +263,7 @@ async fn serve<R: ServerRuntime>(
 async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, WsError> {
     let (ws, _) = connect(rt, url, config).await?;
     let (mut reader, mut writer) = ws.split();
-    let (lines_tx, lines_rx) = async_channel::bounded::<String>(64);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send_blocking(line).is_err() {
-                    break;
-                }
-            }
-        })?;
+    let lines_rx = crate::task::stdin_lines()?;
     let read_side = async {
         let mut stdout = std::io::stdout();
         while let Some(message) = reader.recv().await? {

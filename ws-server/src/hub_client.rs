@@ -9,7 +9,7 @@
 //! stopped for good, with the reason on stderr).
 
 use std::collections::VecDeque;
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use futures_lite::future;
@@ -32,18 +32,8 @@ pub async fn run_hub_client<R: Runtime>(
     options.token = token;
     options.ws = ws;
     let client = ws_hub_client::connect(rt, url, options)?;
-    let (lines_tx, lines) = async_channel::bounded::<String>(64);
-    // A stdin read failure just ends the input.
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send_blocking(line).is_err() {
-                    break;
-                }
-            }
-        });
+    // Without a stdin thread there is no input: only the join happens.
+    let lines = crate::task::stdin_lines().unwrap_or_else(|_| async_channel::bounded(1).1);
     // Why the client stopped for good, if it did.
     let stopped: Arc<Mutex<Option<String>>> = Arc::default();
     let printer = {
