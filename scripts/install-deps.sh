@@ -6,6 +6,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v patchelf >/dev/null 2>&1 || missing+=(patchelf)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)  # the browser client's unit tests
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the browser client in headless Chromium
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
