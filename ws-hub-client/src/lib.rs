@@ -158,6 +158,9 @@ pub enum ClientError {
     /// The server refused the request, or the client closed first.
     #[error(transparent)]
     Op(#[from] OpError),
+    /// The OS random source (for the client's seed) failed.
+    #[error("OS random source failed: {0}")]
+    Random(String),
     /// The client's task has stopped.
     #[error("client stopped")]
     Stopped,
@@ -241,7 +244,7 @@ pub fn connect<R: Runtime>(
     let mut seed = [0u8; 8];
     // Without OS randomness, jitter still works (from a fixed seed); ids
     // would then repeat across processes, so refuse instead.
-    getrandom::fill(&mut seed).map_err(|e| ClientError::Data(e.to_string()))?;
+    getrandom::fill(&mut seed).map_err(|e| ClientError::Random(e.to_string()))?;
     let mut config = ClientConfig::new(url);
     config.token = options.token.clone();
     config.token_provider = options.token_provider.is_some();
