@@ -8,6 +8,12 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)  # the browser client's unit tests
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the browser client in headless Chromium
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# TLS peer test (tests/tests/peers_tls.rs): Python websockets for Debian's
+# interpreter, Node with npm for the `ws` package below.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 \
+    || missing+=(python3 python3-websockets)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -17,3 +23,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 echo "system packages present"
+
+# Node's `ws` for the TLS peer test, under ~/.cache (not the repository).
+peers=${WS_PEERS_HOME:-$HOME/.cache/ws-peers}
+if [ ! -f "$peers/node_modules/ws/package.json" ]; then
+    echo "installing: ws (npm) into $peers"
+    mkdir -p "$peers"
+    npm install --silent --no-audit --no-fund --prefix "$peers" ws@8 >/dev/null
+fi
+echo "peer packages present"

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use ws_hub::client::{Action, Client, ClientConfig, Event, State};
-use ws_hub::{Action as HubAction, Command, ConnId, Hub, HubConfig, Identity, ResumeRequest};
+use ws_hub::{
+    Action as HubAction, Command, ConnId, Hub, HubConfig, Identity, ResumeRequest, SessionSecret,
+};
 
 #[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
@@ -67,18 +69,21 @@ struct World {
 
 impl World {
     fn new(seed: u64, peers: usize) -> Self {
-        let hub = Hub::with_defaults(HubConfig {
-            idle_timeout: None,
-            rate_per_sec: 100_000,
-            rate_burst: 100_000,
-            replay_max_messages: 100_000,
-            replay_max_bytes: 64 << 20,
-            max_unacked: 100_000,
-            // The guarantee covers retries inside the de-dup window; the
-            // whole run (checked below) stays inside it.
-            dedup_window: DEDUP_WINDOW,
-            ..HubConfig::default()
-        })
+        let hub = Hub::with_defaults(
+            HubConfig {
+                idle_timeout: None,
+                rate_per_sec: 100_000,
+                rate_burst: 100_000,
+                replay_max_messages: 100_000,
+                replay_max_bytes: 64 << 20,
+                max_unacked: 100_000,
+                // The guarantee covers retries inside the de-dup window; the
+                // whole run (checked below) stays inside it.
+                dedup_window: DEDUP_WINDOW,
+                ..HubConfig::default()
+            },
+            SessionSecret::new([7; 32]),
+        )
         .expect("valid config");
         let peers = (0..peers)
             .map(|i| {

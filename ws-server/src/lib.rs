@@ -13,7 +13,8 @@
 //! - [`autobahn`]: the Autobahn|Testsuite client procedure;
 //! - [`hub_client`]: the `hub-client` subcommand (the hub client for
 //!   scripts);
-//! - [`cli`]: the command line both binaries share;
+//! - [`cli`]: the command line both binaries share (TLS included:
+//!   `--tls-cert`, SIGHUP reload, `gen-cert` from `ws_async::certgen`);
 //! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
 //!
 //! A runtime the server runs on implements [`ServerRuntime`], which adds

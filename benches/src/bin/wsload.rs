@@ -367,7 +367,7 @@ fn secs(x: f64) -> Duration {
 // ---------------------------------------------------------------- echo
 
 fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let payload: Vec<u8> = (0..a.size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut frame = Vec::new();
@@ -692,7 +692,7 @@ async fn one_handshake(target: &Target, close: &[u8]) -> anyhow::Result<Duration
 }
 
 fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let count = a.count;
     let claimed = Arc::new(AtomicU64::new(0));
     let cpu = CpuSample::start(a.common.server_pid);
@@ -797,7 +797,7 @@ fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
 }
 
 fn hold(a: ConnectArgs, nofile: u64) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let n = a.hold.unwrap_or(0);
     if n as u64 + 32 > nofile {
         bail!("--hold {n} needs more file descriptors than RLIMIT_NOFILE allows ({nofile})");
@@ -930,7 +930,7 @@ struct FanStats {
 }
 
 fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let marker = match a.ts_marker.clone() {
         Some(m) => m,
         None => derive_marker(&a.publish_msg)

@@ -82,12 +82,55 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     let slot = shared
         .ip_limiter
         .acquire(peer.ip(), shared.config.max_connections_per_ip);
+    let Some(tls) = &shared.config.tls else {
+        let config = shared.config.ws.clone();
+        return serve_upgrade(rt, io, peer, &shared, slot, config, None).await;
+    };
+    // On a TLS port the per-IP limit applies before the TLS handshake, so
+    // a flood of hellos from one address costs no crypto (and gets no 429:
+    // there is no HTTP without the handshake).
+    if slot.is_none() {
+        ServerCounters::bump(&shared.counters.ip_limit_refusals);
+        return;
+    }
+    // Boxed, like the WebSocket handshake below: freed once done.
+    let (io, config) = match Box::pin(tls.handshake(&rt, io, &shared.config.ws)).await {
+        Ok(done) => done,
+        Err(e) => {
+            ServerCounters::bump(&shared.counters.tls_handshake_failures);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    ServerCounters::bump(&shared.counters.tls_handshakes);
+    let user = io.peer_user();
+    serve_upgrade(rt, io, peer, &shared, slot, config, user).await;
+}
+
+/// The WebSocket handshake and then the connection's life; `cert_user`
+/// is the user a verified TLS client certificate names.
+async fn serve_upgrade<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    peer: SocketAddr,
+    shared: &Shared,
+    slot: Option<IpSlot<'_>>,
+    config: ws_async::WsConfig,
+    cert_user: Option<String>,
+) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let mut admission = Admission::Answered;
     // Boxed so that the handshake's state is freed once the connection is
     // open instead of living in the task for the connection's lifetime.
-    let accepted = Box::pin(accept_with(rt, io, shared.config.ws.clone(), |req| {
-        let (decision, outcome) = decide(req, conn, peer, slot.is_some(), &shared);
+    let accepted = Box::pin(accept_with(rt, io, config, |req| {
+        let (decision, outcome) = decide(
+            req,
+            conn,
+            peer,
+            slot.is_some(),
+            cert_user.as_deref(),
+            shared,
+        );
         admission = outcome;
         decision
     }))
@@ -117,7 +160,7 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
         return;
     }
     let (mut reader, mut writer) = ws.split();
-    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, &shared).await {
+    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
     // The hub decides what the client's close code means for its session.
@@ -134,12 +177,14 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
 }
 
 /// Chooses the answer to a request: health and metrics over plain HTTP,
-/// then the per-IP limit, the Origin allow-list and the token.
+/// then the per-IP limit, the Origin allow-list and the token (or, with
+/// no token, the user of a verified TLS client certificate).
 fn decide(
     req: &Request,
     conn: ConnId,
     peer: SocketAddr,
     has_slot: bool,
+    cert_user: Option<&str>,
     shared: &Shared,
 ) -> (Decision, Admission) {
     let counters = &shared.counters;
@@ -195,6 +240,16 @@ fn decide(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let token = req.query_param("token").or(bearer);
+    let resume = || req.query().and_then(ResumeRequest::from_query);
+    if let (None, Some(user)) = (token, cert_user) {
+        return (
+            Decision::Accept(AcceptOptions::default()),
+            Admission::Upgrade {
+                identity: Identity::user(user),
+                resume: resume(),
+            },
+        );
+    }
     // Token expiry is wall-clock time; the adapter owns the clock.
     #[allow(clippy::disallowed_methods)]
     let now_unix_secs = SystemTime::now()
@@ -209,13 +264,13 @@ fn decide(
         namespace: &namespace,
     };
     match shared.authenticator.authenticate(&auth) {
-        Ok(identity) => {
-            let resume = req.query().and_then(ResumeRequest::from_query);
-            (
-                Decision::Accept(AcceptOptions::default()),
-                Admission::Upgrade { identity, resume },
-            )
-        }
+        Ok(identity) => (
+            Decision::Accept(AcceptOptions::default()),
+            Admission::Upgrade {
+                identity,
+                resume: resume(),
+            },
+        ),
         Err(e) => {
             ServerCounters::bump(&counters.auth_failures);
             answer(HttpResponse::text(401, format!("unauthorized: {e}")))

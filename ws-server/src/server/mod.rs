@@ -24,6 +24,7 @@ mod hub_task;
 pub mod metrics;
 mod outbox;
 pub mod settings;
+pub mod tls;
 
 use std::io;
 use std::pin::pin;
@@ -79,7 +80,6 @@ pub async fn serve<R: ServerRuntime>(
     getrandom::fill(&mut key)
         .and_then(|()| getrandom::fill(&mut seed))
         .map_err(|e| io::Error::other(e.to_string()))?;
-    config.hub.session_key = key;
     config.hub.session_seed = u64::from_le_bytes(seed);
     let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
         Some(secret) => Box::new(
@@ -87,7 +87,7 @@ pub async fn serve<R: ServerRuntime>(
         ),
         None => Box::new(AllowAnonymous),
     };
-    let hub = Hub::with_defaults(config.hub.clone())
+    let hub = Hub::with_defaults(config.hub.clone(), ws_hub::SessionSecret::new(key))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));
