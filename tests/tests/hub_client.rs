@@ -250,3 +250,72 @@ fn server_restart_resume_fails_rejoins_and_reports_the_gap_tokio() {
 fn server_restart_resume_fails_rejoins_and_reports_the_gap_smol() {
     restart(Rt::Smol);
 }
+
+/// Over `wss://` (through the proxy, which cuts every connection once in
+/// the middle): the client reconnects over TLS and resumes.
+fn over_tls(rt: Rt) {
+    let pki = tls::Pki::new();
+    let mut config = server_config();
+    config.tls = Some(pki.server(None));
+    let server = start_hub(rt, config);
+    let proxy = CuttingProxy::start(server.addr, 5, Duration::from_secs(1));
+    let url = format!("wss://127.0.0.1:{}/ws", proxy.addr.port());
+    let tls = pki.client(None);
+    on_runtime!(rt, |r| async move {
+        let open = |user: &str| {
+            let mut o = options(user);
+            o.tls = Some(tls.clone());
+            connect(r.clone(), &url, o).expect("client")
+        };
+        let (a, b) = (open("alice"), open("bob"));
+        let seen = collect(&r, &a);
+        for c in [&a, &b] {
+            within(&r, Duration::from_secs(10), c.join("tls"))
+                .await
+                .expect("in time")
+                .expect("joined");
+        }
+        for n in 1..=2u64 {
+            let reply = b
+                .publish("tls", &json!({"p": "bob", "n": n}))
+                .expect("data");
+            within(&r, Duration::from_secs(10), reply)
+                .await
+                .expect("in time")
+                .expect("acked");
+            if n == 1 {
+                proxy.cut_all();
+            }
+        }
+        for _ in 0..500 {
+            if seen
+                .lock()
+                .expect("lock")
+                .from
+                .get("bob")
+                .is_some_and(|v| v.len() == 2)
+            {
+                break;
+            }
+            sleep(&r, Duration::from_millis(20)).await;
+        }
+        {
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen.from.get("bob"), Some(&vec![1, 2]), "{rt:?}");
+            assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+            assert!(seen.connects >= 2, "reconnected over TLS");
+        }
+        a.close().await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn over_tls_reconnects_and_resumes_tokio() {
+    over_tls(Rt::Tokio);
+}
+
+#[test]
+fn over_tls_reconnects_and_resumes_smol() {
+    over_tls(Rt::Smol);
+}

@@ -6,13 +6,18 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures_lite::future;
-use ws_async::{Incoming, Runtime, WebSocket, WsError, connect};
+use ws_async::{Incoming, Runtime, WebSocket, WsError};
 use ws_hub::client::{Action, Client, Event, Input, OpError, State};
 use ws_proto::{CloseCode, HandshakeError, Message};
 
 use crate::{ClientError, ClientOptions, Command, HubEvent, ReplyTx, TokenProvider};
 
-type Ws<R> = WebSocket<<R as Runtime>::Stream, R>;
+/// The transport: plain TCP, or with feature `tls` plain or TLS.
+#[cfg(feature = "tls")]
+type Io<R> = ws_async::tls::MaybeTls<<R as Runtime>::Stream>;
+#[cfg(not(feature = "tls"))]
+type Io<R> = <R as Runtime>::Stream;
+type Ws<R> = WebSocket<Io<R>, R>;
 type Connecting<R> = Pin<Box<dyn Future<Output = Result<Ws<R>, WsError>> + Send>>;
 
 /// What woke the driver.
@@ -190,8 +195,14 @@ impl<R: Runtime> Driver<R> {
                     self.ws = None;
                     let rt = self.rt.clone();
                     let config = self.options.ws.clone();
+                    #[cfg(feature = "tls")]
+                    let tls = self.options.tls.clone();
                     self.connecting = Some(Box::pin(async move {
-                        connect(rt, &url, config).await.map(|(ws, _)| ws)
+                        #[cfg(feature = "tls")]
+                        let opened = ws_async::tls::connect_url(rt, &url, tls, config).await;
+                        #[cfg(not(feature = "tls"))]
+                        let opened = ws_async::connect(rt, &url, config).await;
+                        opened.map(|(ws, _)| ws)
                     }));
                 }
                 Action::Send { text } => {

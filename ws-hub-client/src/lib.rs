@@ -110,6 +110,10 @@ pub struct ClientOptions {
     pub event_buffer: usize,
     /// The WebSocket layer's settings.
     pub ws: WsConfig,
+    /// TLS settings for a `wss://` URL (required for one; see
+    /// `ws_async::tls::client_config`). Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<ws_async::tls::rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -138,6 +142,8 @@ impl Default for ClientOptions {
             max_pending: core.max_pending,
             event_buffer: 1024,
             ws: WsConfig::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -158,6 +164,9 @@ pub enum ClientError {
     /// The server refused the request, or the client closed first.
     #[error(transparent)]
     Op(#[from] OpError),
+    /// A `wss://` URL without TLS settings (or without the `tls` feature).
+    #[error("wss:// needs TLS settings (ClientOptions::tls, feature `tls`)")]
+    NoTls,
     /// The OS random source (for the client's seed) failed.
     #[error("OS random source failed: {0}")]
     Random(String),
@@ -241,6 +250,13 @@ pub fn connect<R: Runtime>(
     url: &str,
     options: ClientOptions,
 ) -> Result<HubClient, ClientError> {
+    #[cfg(feature = "tls")]
+    let has_tls = options.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    let has_tls = false;
+    if url.starts_with("wss://") && !has_tls {
+        return Err(ClientError::NoTls);
+    }
     let mut seed = [0u8; 8];
     // Without OS randomness, jitter still works (from a fixed seed); ids
     // would then repeat across processes, so refuse instead.

@@ -111,7 +111,7 @@ pub enum Command {
     /// 0; exits 1 if a publish or the join was refused, or on a terminal
     /// close (1008, HTTP 401).
     HubClient {
-        /// Hub URL, `ws://host:port/ws`.
+        /// Hub URL, `ws://host:port/ws` or `wss://...`.
         #[arg(long)]
         url: String,
         /// The room to join and publish to.
@@ -120,6 +120,10 @@ pub enum Command {
         /// Token for the server's authenticator (sent as `?token=`).
         #[arg(long)]
         token: Option<String>,
+        /// For `wss://`: trust this CA certificate (PEM) instead of the
+        /// platform's trust store.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Protocol limits.
         #[command(flatten)]
         limits: LimitArgs,
@@ -257,12 +261,16 @@ pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
             url,
             room,
             token,
+            ca_file,
             limits,
-        } => match limits.config() {
-            Ok(config) => crate::hub_client::run_hub_client(rt, &url, &room, token, config)
-                .await
-                .map_err(CliError::from),
-            Err(e) => Err(e.into()),
+        } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
+            (Ok(config), Ok(tls)) => {
+                crate::hub_client::run_hub_client(rt, &url, &room, token, tls, config)
+                    .await
+                    .map_err(CliError::from)
+            }
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
         },
         Command::GenCert { cert, key, names } => gen_cert(&cert, &key, &names),
     };

@@ -26,10 +26,12 @@ pub async fn run_hub_client<R: Runtime>(
     url: &str,
     room: &str,
     token: Option<String>,
+    tls: Option<Arc<ws_async::tls::rustls::ClientConfig>>,
     ws: WsConfig,
 ) -> Result<i32, ClientError> {
     let mut options = ClientOptions::default();
     options.token = token;
+    options.tls = tls;
     options.ws = ws;
     let client = ws_hub_client::connect(rt, url, options)?;
     // Without a stdin thread there is no input: only the join happens.
