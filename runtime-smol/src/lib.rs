@@ -204,11 +204,6 @@ impl ws_async::Runtime for SmolRuntime {
     }
 }
 
-#[cfg(feature = "server")]
-impl ws_server::ServerRuntime for SmolRuntime {
-    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Smol;
-}
-
 /// Server: accepts a WebSocket on `stream` (any valid upgrade request).
 pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
 where

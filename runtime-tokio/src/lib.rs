@@ -157,11 +157,6 @@ impl ws_async::Runtime for TokioRuntime {
     }
 }
 
-#[cfg(feature = "server")]
-impl ws_server::ServerRuntime for TokioRuntime {
-    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Tokio;
-}
-
 /// Server: accepts a WebSocket on `stream` (any valid upgrade request).
 pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
 where

@@ -12,7 +12,6 @@ use clap::{Args, Parser, Subcommand};
 use futures_lite::future;
 use ws_proto::{CloseCode, Message};
 
-use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
 use crate::server::DEFAULT_LISTEN;
@@ -224,7 +223,7 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
-pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
+pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
         Command::Echo {
@@ -345,7 +344,7 @@ fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, CliError> 
     Ok(0)
 }
 
-async fn serve<R: ServerRuntime>(
+async fn serve<R: Runtime>(
     rt: R,
     file: Option<&Path>,
     flags: crate::server::Settings,

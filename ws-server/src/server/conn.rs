@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -163,6 +163,7 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
+    outbox.detach();
     // The hub decides what the client's close code means for its session.
     if let Some(close) = reader.close_info().filter(|c| c.clean) {
         let (code, reason) = (close.code.0, close.reason);
@@ -294,10 +295,20 @@ async fn pump<T: Transport, R: Runtime>(
 ) -> Result<(), WsError> {
     let bound = shared.config.socket_max_outbound;
     let mut closing = false;
+    // After a message from the client, the outbox is served first: a flood
+    // of input must not starve this connection's output while the hub
+    // (on another thread) keeps filling its outbox.
+    let mut outbox_first = false;
     loop {
         let step = {
             let mut received = pin!(reader.recv_incoming());
             poll_fn(|cx| {
+                if outbox_first
+                    && !closing
+                    && let Poll::Ready(p) = ready_outbox(outbox, writer, bound, cx)
+                {
+                    return Poll::Ready(Step::Outbox(p));
+                }
                 if let Poll::Ready(r) = received.as_mut().poll(cx) {
                     return Poll::Ready(Step::Received(r));
                 }
@@ -309,16 +320,11 @@ async fn pump<T: Transport, R: Runtime>(
                 if closing {
                     return Poll::Pending;
                 }
-                match outbox.poll_pending(cx) {
-                    // Room on the socket, or an order that does not need any.
-                    Poll::Ready(p) if writer.buffered() < bound || p.close.is_some() => {
-                        Poll::Ready(Step::Outbox(p))
-                    }
-                    _ => Poll::Pending,
-                }
+                ready_outbox(outbox, writer, bound, cx).map(Step::Outbox)
             })
             .await
         };
+        outbox_first = matches!(step, Step::Received(Ok(Some(_))));
         match step {
             Step::Received(Ok(Some(Incoming::Message(message)))) if !closing => {
                 let (data, is_text) = match message {
@@ -366,5 +372,19 @@ async fn pump<T: Transport, R: Runtime>(
                 }
             }
         }
+    }
+}
+
+/// What the outbox holds, if the socket has room for it (or it is an order
+/// that needs none).
+fn ready_outbox<T: Transport, R: Runtime>(
+    outbox: &Outbox,
+    writer: &ws_async::WriteHalf<T, R>,
+    bound: usize,
+    cx: &Context<'_>,
+) -> Poll<Pending> {
+    match outbox.poll_pending(cx) {
+        Poll::Ready(p) if writer.buffered() < bound || p.close.is_some() => Poll::Ready(p),
+        _ => Poll::Pending,
     }
 }

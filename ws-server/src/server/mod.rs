@@ -1,4 +1,4 @@
-//! The hub server: `ws-hub` over `ws-proto` over any [`ServerRuntime`].
+//! The hub server: `ws-hub` over `ws-proto` over any [`Runtime`].
 //!
 //! # How the work is split across cores
 //!
@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics};
 
-use crate::ServerRuntime;
 use crate::bus::{BusStats, run_redis_bus};
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
@@ -41,6 +40,7 @@ pub use assets::{CLIENT_JS_PATH, DEMO_PATH};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
 pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
+use ws_async::Runtime;
 
 /// State every connection task shares.
 pub(crate) struct Shared {
@@ -60,21 +60,12 @@ const HUB_INBOX: usize = 65_536;
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
 /// for it, and returns within `config.shutdown_grace`.
-pub async fn serve<R: ServerRuntime>(
+pub async fn serve<R: Runtime>(
     rt: R,
     listener: R::Listener,
     mut config: ServerConfig,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
-    if config.redis.is_some() && !R::BUS.is_built() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "--redis: built without this runtime's Redis support (ws-server feature `{}`)",
-                R::BUS.feature()
-            ),
-        ));
-    }
     let mut key = [0u8; 32];
     let mut seed = [0u8; 8];
     getrandom::fill(&mut key)

@@ -320,10 +320,12 @@ impl ServerConfig {
         };
         hub.validate()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
-        if !s.redis.is_empty() && !s.redis.starts_with("redis://") {
+        if !s.redis.is_empty()
+            && let Err(e) = crate::bus::validate_url(&s.redis)
+        {
+            // The URL itself is not repeated: it may hold a password.
             return Err(SettingsError::Invalid(format!(
-                "redis must be a redis:// URL, not {:?}",
-                s.redis
+                "redis: {e} (expected redis://[[user]:password@]host[:port][/db])"
             )));
         }
         let allowed_origins = s
