@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use ws_async::Runtime;
-use ws_hub_client::{ClientOptions, GapReason, HubClient, HubEvent, State, connect};
+use ws_hub_client::{ClientOptions, GapReason, HubClient, HubEvent, Reply, State, connect};
 use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{sleep, token, within};
 use ws_tests::proxy::CuttingProxy;
@@ -33,6 +33,14 @@ fn options(user: &str) -> ClientOptions {
     o.backoff_min = Duration::from_millis(5);
     o.backoff_max = Duration::from_millis(200);
     o
+}
+
+/// Waits (bounded) for a request's answer; panics unless it is an ack.
+async fn acked<R: Runtime>(rt: &R, what: &str, reply: Reply) {
+    let answer = within(rt, Duration::from_secs(20), reply)
+        .await
+        .unwrap_or_else(|| panic!("{what}: no answer in time"));
+    assert!(answer.is_ok(), "{what}: {answer:?}");
 }
 
 /// What one client saw.
@@ -85,10 +93,7 @@ fn chaos(rt: Rt, seed: u64) {
         for name in &names {
             let c = connect(r.clone(), &url, options(name)).expect("client");
             let seen = collect(&r, &c);
-            within(&r, Duration::from_secs(10), c.join("chaos"))
-                .await
-                .expect("join in time")
-                .expect("joined");
+            acked(&r, "join", c.join("chaos")).await;
             clients.push((name.clone(), c, seen));
         }
         proxy.set_chaos(true);
@@ -103,10 +108,7 @@ fn chaos(rt: Rt, seed: u64) {
             sleep(&r, Duration::from_millis(3)).await;
         }
         for reply in replies {
-            let ack = within(&r, Duration::from_secs(30), reply)
-                .await
-                .expect("acked in time");
-            assert!(ack.is_ok(), "{ack:?}");
+            acked(&r, "publish", reply).await;
         }
         proxy.set_chaos(false);
         // Everything acked reaches everyone (bounded wait).
@@ -173,20 +175,12 @@ fn restart(rt: Rt) {
         let b = connect(r.clone(), &url, options("bob")).expect("client");
         let (seen_a, _seen_b) = (collect(&r, &a), collect(&r, &b));
         for c in [&a, &b] {
-            within(&r, Duration::from_secs(10), c.join("room"))
-                .await
-                .expect("in time")
-                .expect("joined");
+            acked(&r, "join", c.join("room")).await;
         }
-        let ack = within(
-            &r,
-            Duration::from_secs(10),
-            b.publish("room", &json!({"p": "bob", "n": 1}))
-                .expect("data"),
-        )
-        .await
-        .expect("in time");
-        assert!(ack.is_ok());
+        let reply = b
+            .publish("room", &json!({"p": "bob", "n": 1}))
+            .expect("data");
+        acked(&r, "publish", reply).await;
         // The server restarts: every session is gone.
         drop(first.lock().expect("lock").take());
         let second = start_hub(rt, server_config());
@@ -199,20 +193,12 @@ fn restart(rt: Rt) {
             sleep(&r, Duration::from_millis(10)).await;
         }
         // An acked (idempotent) join: the rejoin before it is processed.
-        within(&r, Duration::from_secs(10), a.join("room"))
-            .await
-            .expect("in time")
-            .expect("joined");
+        acked(&r, "join", a.join("room")).await;
         // bob's next publish reaches her in the rejoined room.
-        let ack = within(
-            &r,
-            Duration::from_secs(20),
-            b.publish("room", &json!({"p": "bob", "n": 2}))
-                .expect("data"),
-        )
-        .await
-        .expect("in time");
-        assert!(ack.is_ok(), "{ack:?}");
+        let reply = b
+            .publish("room", &json!({"p": "bob", "n": 2}))
+            .expect("data");
+        acked(&r, "publish", reply).await;
         for _ in 0..500 {
             if seen_a
                 .lock()
@@ -270,19 +256,13 @@ fn over_tls(rt: Rt) {
         let (a, b) = (open("alice"), open("bob"));
         let seen = collect(&r, &a);
         for c in [&a, &b] {
-            within(&r, Duration::from_secs(10), c.join("tls"))
-                .await
-                .expect("in time")
-                .expect("joined");
+            acked(&r, "join", c.join("tls")).await;
         }
         for n in 1..=2u64 {
             let reply = b
                 .publish("tls", &json!({"p": "bob", "n": n}))
                 .expect("data");
-            within(&r, Duration::from_secs(10), reply)
-                .await
-                .expect("in time")
-                .expect("acked");
+            acked(&r, "publish", reply).await;
             if n == 1 {
                 proxy.cut_all();
             }
