@@ -5,6 +5,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v patchelf >/dev/null 2>&1 || missing+=(patchelf)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)  # the browser client's unit tests
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the browser client in headless Chromium
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # TLS peer test (tests/tests/peers_tls.rs): Python websockets for Debian's
 # interpreter, Node with npm for the `ws` package below.

@@ -10,6 +10,8 @@
 //!
 //! # Features
 //!
+//! - `hub-client` (on with `server`): [`hub_client::connect`], the hub
+//!   client (reconnect, resume, exactly-once publish) on this runtime.
 //! - `server` (default): the server application (`ws-server`, with the
 //!   Redis bus on smol) and the `ws-smol` binary. Depend on this crate
 //!   with `default-features = false` to use it as a WebSocket library
@@ -266,3 +268,6 @@ pub async fn connect_tls(
 ) -> Result<(TlsWebSocket, ServerResponse), WsError> {
     ws_async::tls::connect_tls(SmolRuntime::default(), url, tls, config).await
 }
+
+#[cfg(feature = "hub-client")]
+ws_hub_client::adapter_hub_client!(crate::SmolRuntime::default());

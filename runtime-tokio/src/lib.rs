@@ -9,6 +9,8 @@
 //!
 //! # Features
 //!
+//! - `hub-client` (on with `server`): [`hub_client::connect`], the hub
+//!   client (reconnect, resume, exactly-once publish) on this runtime.
 //! - `server` (default): the server application (`ws-server`, with the
 //!   Redis bus on tokio) and the `ws-tokio` binary. Depend on this crate
 //!   with `default-features = false` to use it as a WebSocket library
@@ -218,3 +220,6 @@ pub async fn connect_tls(
 ) -> Result<(TlsWebSocket, ServerResponse), WsError> {
     ws_async::tls::connect_tls(TokioRuntime, url, tls, config).await
 }
+
+#[cfg(feature = "hub-client")]
+ws_hub_client::adapter_hub_client!(crate::TokioRuntime);

@@ -6,6 +6,11 @@ fn echo_and_client_subcommands() {
 }
 
 #[test]
+fn hub_client_subcommand_and_served_browser_client() {
+    ws_tests::cli::check_hub_client(env!("CARGO_BIN_EXE_ws-tokio"));
+}
+
+#[test]
 fn tls_command_line_forms() {
     ws_tests::cli::check_tls_cli(env!("CARGO_BIN_EXE_ws-tokio"));
 }

@@ -14,6 +14,7 @@ use ws_server::shutdown::Shutdown;
 
 pub mod cli;
 pub mod hub_client;
+pub mod proxy;
 pub mod redis;
 pub mod tls;
 

@@ -87,6 +87,7 @@
 mod action;
 mod auth;
 mod bus;
+pub mod client;
 mod command;
 mod config;
 mod dedup;

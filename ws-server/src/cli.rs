@@ -1,7 +1,7 @@
 //! The command line both server binaries share (`ws-tokio`, `ws-smol`):
 //! the same subcommands, flags and behaviour on either runtime.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,6 +101,32 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Hub client (docs/PROTOCOL.md): joins ROOM, publishes each stdin
+    /// line as `data` (a JSON string), prints every delivered `message`
+    /// object as one JSON line on stdout and every gap as one JSON line on
+    /// stderr; reconnects and resumes on its own (full-jitter backoff),
+    /// retrying unanswered publishes with the same id. At the end of stdin
+    /// it waits for every publish to be acked, closes with 1000 and exits
+    /// 0; exits 1 if a publish or the join was refused, or on a terminal
+    /// close (1008, HTTP 401).
+    HubClient {
+        /// Hub URL, `ws://host:port/ws` or `wss://...`.
+        #[arg(long)]
+        url: String,
+        /// The room to join and publish to.
+        #[arg(long)]
+        room: String,
+        /// Token for the server's authenticator (sent as `?token=`).
+        #[arg(long)]
+        token: Option<String>,
+        /// For `wss://`: trust this CA certificate (PEM) instead of the
+        /// platform's trust store.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Protocol limits.
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
     /// Write a self-signed certificate and its key (PEM) for trying TLS:
     /// `serve --tls-cert cert.pem --tls-key key.pem`, and clients trust
     /// `cert.pem` (`client --ca-file cert.pem`).
@@ -177,6 +203,8 @@ enum CliError {
     Settings(#[from] crate::server::SettingsError),
     #[error(transparent)]
     Autobahn(#[from] crate::autobahn::AutobahnError),
+    #[error(transparent)]
+    HubClient(#[from] ws_hub_client::ClientError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot make a certificate: {0}")]
@@ -225,6 +253,21 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
             limits,
         } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
             (Ok(config), Ok(tls)) => client(rt, &url, tls, config).await.map_err(CliError::from),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
+        },
+        Command::HubClient {
+            url,
+            room,
+            token,
+            ca_file,
+            limits,
+        } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
+            (Ok(config), Ok(tls)) => {
+                crate::hub_client::run_hub_client(rt, &url, &room, token, tls, config)
+                    .await
+                    .map_err(CliError::from)
+            }
             (Err(e), _) => Err(e.into()),
             (_, Err(e)) => Err(e),
         },
@@ -334,17 +377,7 @@ async fn client<R: Runtime>(
 ) -> Result<i32, WsError> {
     let (ws, _) = connect_url(rt, url, tls, config).await?;
     let (mut reader, mut writer) = ws.split();
-    let (lines_tx, lines_rx) = async_channel::bounded::<String>(64);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send_blocking(line).is_err() {
-                    break;
-                }
-            }
-        })?;
+    let lines_rx = crate::task::stdin_lines()?;
     let read_side = async {
         let mut stdout = std::io::stdout();
         while let Some(message) = reader.recv().await? {

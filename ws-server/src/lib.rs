@@ -12,6 +12,8 @@
 //!   over the runtime's own sockets: no `redis` crate, so no tokio);
 //! - [`echo`]: the echo server (the Autobahn server);
 //! - [`autobahn`]: the Autobahn|Testsuite client procedure;
+//! - [`hub_client`]: the `hub-client` subcommand (the hub client for
+//!   scripts);
 //! - [`cli`]: the command line both binaries share (TLS included:
 //!   `--tls-cert`, SIGHUP reload, `gen-cert` from `ws_async::certgen`);
 //! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
@@ -30,6 +32,7 @@ pub mod autobahn;
 pub mod bus;
 pub mod cli;
 pub mod echo;
+pub mod hub_client;
 pub mod server;
 pub mod shutdown;
 pub mod task;

@@ -1,5 +1,5 @@
-//! Small task helpers shared by the servers: cancel a future on shutdown,
-//! survive accept errors.
+//! Small task helpers shared by the servers and the clients: cancel a
+//! future on shutdown, survive accept errors, read stdin lines.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -35,4 +35,23 @@ pub async fn accept_error<R: Runtime>(rt: &R, e: io::Error) {
     {
         rt.sleep_until(rt.now() + Duration::from_millis(50)).await;
     }
+}
+
+/// Reads stdin line by line on its own thread (stdin has no async API on
+/// every runtime) into a small channel; the channel closes at the end of
+/// the input or on a read error.
+pub fn stdin_lines() -> io::Result<async_channel::Receiver<String>> {
+    use std::io::BufRead as _;
+    let (tx, rx) = async_channel::bounded::<String>(64);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.send_blocking(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
 }

@@ -192,6 +192,11 @@ fn decide(
     let answer = |response: HttpResponse| (Decision::Respond(response), Admission::Answered);
     if !req.is_upgrade() {
         ServerCounters::bump(&counters.http_requests);
+        if req.method() == "GET"
+            && let Some(response) = super::assets::asset(req.path())
+        {
+            return answer(response);
+        }
         return match (req.method(), req.path()) {
             ("GET", "/healthz") => answer(HttpResponse::text(200, "ok\n")),
             ("GET", "/metrics") => {

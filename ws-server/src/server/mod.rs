@@ -19,6 +19,7 @@
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
+mod assets;
 mod conn;
 mod hub_task;
 pub mod metrics;
@@ -36,6 +37,7 @@ use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics
 use crate::bus::{BusStats, run_redis_bus};
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
+pub use assets::{CLIENT_JS_PATH, DEMO_PATH};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
 pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
