@@ -78,6 +78,7 @@
 
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 mod event_queue;
 pub mod frame;
@@ -89,6 +90,7 @@ pub mod utf8;
 
 pub use config::Config;
 pub use connection::{ClientError, Connection, Role, State};
+pub use deflate::{Compressor, DeflateConfig, DeflateMode, DeflateParams};
 pub use error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
 pub use frame::{CloseCode, PreparedFrame};
 pub use handshake::{AcceptOptions, ClientRequest, HttpResponse, Request, ServerResponse};
