@@ -161,3 +161,59 @@ proptest! {
         prop_assert!(!s.holds_deflate_context());
     }
 }
+
+/// Extension headers built from the grammar's pieces, valid or not.
+fn extension_header() -> impl Strategy<Value = String> {
+    let param = prop_oneof![
+        Just("server_no_context_takeover".to_owned()),
+        Just("client_no_context_takeover".to_owned()),
+        Just("client_max_window_bits".to_owned()),
+        (7u8..17).prop_map(|b| format!("server_max_window_bits={b}")),
+        (7u8..17).prop_map(|b| format!("client_max_window_bits=\"{b}\"")),
+        Just("server_max_window_bits".to_owned()),
+        Just("x=\"a,b\"".to_owned()),
+        "[a-z_=\"; ]{0,8}",
+    ];
+    let element = (
+        prop_oneof![4 => Just("permessage-deflate"), 1 => Just("x-other")],
+        proptest::collection::vec(param, 0..4),
+    )
+        .prop_map(|(name, params)| {
+            std::iter::once(name.to_owned())
+                .chain(params)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+    proptest::collection::vec(element, 0..4).prop_map(|e| e.join(", "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever a client offers, the server's answer is one that client's
+    /// offer allows (checked by a client configured to make that offer),
+    /// and parses back; arbitrary answers never panic the client.
+    #[test]
+    fn negotiation_answers_are_always_acceptable(
+        header in extension_header(),
+        mode in 0u8..8,
+    ) {
+        use ws_proto::deflate::DeflateOffer;
+        let config = match mode {
+            0 => DeflateConfig::shared(),
+            bits => DeflateConfig::dedicated(8 + bits),
+        };
+        let offers = DeflateOffer::parse_offers([header.as_bytes()]);
+        if let Some((params, answer)) = config.accept_offers(&offers) {
+            prop_assert!((9..=15).contains(&params.server_max_window_bits));
+            let back = DeflateOffer::parse_offers([answer.as_bytes()]);
+            prop_assert_eq!(back.len(), 1);
+        }
+        let _ = config.check_answer([header.as_bytes()]);
+        for client_mode in [DeflateConfig::shared(), DeflateConfig::dedicated(9), DeflateConfig::dedicated(15)] {
+            let own = DeflateOffer::parse_offers([client_mode.client_offer_header().as_bytes()]);
+            let (expected, answer) = config.accept_offers(&own).unwrap();
+            prop_assert_eq!(client_mode.check_answer([answer.as_bytes()]), Ok(Some(expected)));
+        }
+    }
+}
