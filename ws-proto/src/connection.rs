@@ -303,7 +303,9 @@ impl Connection {
     /// Call when the transport has nothing to read; the next input
     /// allocates again.
     pub fn release_idle_buffers(&mut self) {
-        if self.read.is_empty() && self.read.capacity() > 0 {
+        // An empty buffer may still pin the allocation its last frame was
+        // split from (its own capacity is then 0): drop it regardless.
+        if self.read.is_empty() {
             self.read = BytesMut::new();
         }
         self.events.release_if_empty();

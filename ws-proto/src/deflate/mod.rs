@@ -71,25 +71,25 @@ pub struct DeflateConfig {
 
 impl Default for DeflateConfig {
     fn default() -> Self {
+        Self::shared()
+    }
+}
+
+impl DeflateConfig {
+    /// The shared (no context takeover) mode with default settings.
+    pub const fn shared() -> Self {
         Self {
             mode: DeflateMode::Shared,
             threshold: 64,
             level: 6,
         }
     }
-}
-
-impl DeflateConfig {
-    /// The shared (no context takeover) mode with default settings.
-    pub fn shared() -> Self {
-        Self::default()
-    }
 
     /// The dedicated (context takeover) mode with the given window bits.
-    pub fn dedicated(window_bits: u8) -> Self {
+    pub const fn dedicated(window_bits: u8) -> Self {
         Self {
             mode: DeflateMode::Dedicated { window_bits },
-            ..Self::default()
+            ..Self::shared()
         }
     }
 
