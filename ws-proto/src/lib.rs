@@ -80,6 +80,23 @@
 //! (extension negotiation and compression), [`utf8`]
 //! (streaming validation) are usable on their own; [`Connection`] composes
 //! them.
+//!
+//! `examples/blocking_echo.rs` drives [`Connection`] over blocking
+//! `std::net` sockets, a server and a client with no async runtime.
+//!
+//! # Cargo feature `proptest`
+//!
+//! Off by default. It adds the public module `ws_proto::strategies`:
+//! [proptest](https://docs.rs/proptest) strategies for messages,
+//! fragmentations, chunkings, arbitrary frames and valid frame streams with
+//! the events a receiver must report, the generators this crate's own
+//! property tests use. Enable it in `[dev-dependencies]` to property-test a
+//! frame codec or a stack built on this one:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! ws-proto = { version = "0.1", features = ["proptest"] }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -93,6 +110,8 @@ pub mod handshake;
 mod mask_keys;
 mod message;
 mod outbound;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 pub mod utf8;
 
 pub use config::Config;

@@ -1,6 +1,8 @@
-//! Property tests: round trips in both roles under any fragmentation and
-//! any chunking of the byte stream; arbitrary input never panics and never
-//! buffers past the configured limits.
+//! Property tests, built on the crate's public strategies
+//! (`ws_proto::strategies`, feature `proptest`): round trips in both roles
+//! under any fragmentation and any chunking of the byte stream; valid frame
+//! streams give exactly their events; arbitrary bytes and arbitrary frames
+//! never panic and never buffer past the configured limits.
 // Tests own the clock: a real `Instant` is only the base of virtual time.
 #![allow(clippy::disallowed_methods)]
 
@@ -8,57 +10,17 @@ mod support;
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 use support::*;
-use ws_proto::{AcceptOptions, CloseCode, Config, Connection, Event, Message};
+use ws_proto::strategies::{
+    Chunking, arbitrary_frames, chunking, encode_frames, fragment_size, frame_stream, outgoing,
+};
+use ws_proto::{AcceptOptions, CloseCode, Config, Connection, Event, Role};
 
-#[derive(Debug, Clone)]
-enum Op {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let len = prop_oneof![0usize..130, Just(125usize), Just(126), 60_000usize..70_000];
-    prop_oneof![
-        4 => ".{0,200}".prop_map(Op::Text),
-        3 => len.prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n)).prop_map(Op::Binary),
-        1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Op::Ping),
-        1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Op::Pong),
-    ]
-}
-
-/// Feeds `wire` to `to` in chunks of the given sizes (cycled).
-fn feed_chunked(to: &mut Connection, wire: &[u8], sizes: &[usize], now: Instant) {
-    let mut pos = 0;
-    let mut i = 0;
-    while pos < wire.len() {
-        let n = sizes[i % sizes.len()].max(1);
-        let end = (pos + n).min(wire.len());
-        to.handle_data(now, &wire[pos..end]);
-        pos = end;
-        i += 1;
-    }
-}
-
-fn expected_event(op: &Op) -> Event {
-    match op {
-        Op::Text(t) => Event::Message(Message::text(t.clone())),
-        Op::Binary(b) => Event::Message(Message::binary(b.clone())),
-        Op::Ping(p) => Event::Ping(Bytes::from(p.clone())),
-        Op::Pong(p) => Event::Pong(Bytes::from(p.clone())),
-    }
-}
-
-fn send(conn: &mut Connection, op: &Op) {
-    match op {
-        Op::Text(t) => conn.send(Message::text(t.clone())).unwrap(),
-        Op::Binary(b) => conn.send(Message::binary(b.clone())).unwrap(),
-        Op::Ping(p) => conn.ping(Bytes::from(p.clone())).unwrap(),
-        Op::Pong(p) => conn.pong(Bytes::from(p.clone())).unwrap(),
+/// Feeds `wire` to `to` in the given chunking.
+fn feed_chunked(to: &mut Connection, wire: &[u8], chunks: &Chunking, now: Instant) {
+    for piece in chunks.split(wire) {
+        to.handle_data(now, piece);
     }
 }
 
@@ -67,9 +29,9 @@ proptest! {
 
     #[test]
     fn messages_round_trip_in_both_roles(
-        ops in proptest::collection::vec(op(), 0..12),
-        fragment in prop_oneof![Just(None), (1usize..300).prop_map(Some)],
-        sizes in proptest::collection::vec(1usize..5000, 1..8),
+        ops in proptest::collection::vec(outgoing(), 0..12),
+        fragment in fragment_size(),
+        chunks in chunking(5000),
         client_sends in any::<bool>(),
     ) {
         let now = Instant::now();
@@ -79,15 +41,15 @@ proptest! {
         let (mut c, mut s) = open_pair(config.clone(), config, now);
         let (from, to) = if client_sends { (&mut c, &mut s) } else { (&mut s, &mut c) };
         for op in &ops {
-            send(from, op);
+            op.send(from).unwrap();
         }
         from.close(now, CloseCode::NORMAL, "done").unwrap();
-        feed_chunked(to, &transmit(from), &sizes, now);
-        let mut expected: Vec<Event> = ops.iter().map(expected_event).collect();
+        feed_chunked(to, &transmit(from), &chunks, now);
+        let mut expected: Vec<Event> = ops.iter().map(|op| op.event()).collect();
         expected.push(Event::Closed { code: CloseCode::NORMAL, reason: "done".into(), clean: true });
         prop_assert_eq!(drain(to), expected);
         // The echoed close completes the handshake on the sender too.
-        feed_chunked(from, &transmit(to), &sizes, now);
+        feed_chunked(from, &transmit(to), &chunks, now);
         let last = drain(from);
         prop_assert!(matches!(last.as_slice(), [Event::Closed { clean: true, .. }]), "{:?}", last);
     }
@@ -95,44 +57,108 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_and_stay_bounded(
         data in proptest::collection::vec(any::<u8>(), 0..4096),
-        sizes in proptest::collection::vec(1usize..600, 1..6),
+        chunks in chunking(600),
         as_server in any::<bool>(),
         after_handshake in any::<bool>(),
     ) {
         let now = Instant::now();
-        let mut config = Config::default();
-        config.max_frame_size = 512;
-        config.max_message_size = 1024;
-        config.max_handshake_size = 1024;
-        config.strict_masking = false;
+        let config = small_limits();
         let mut conn = match (as_server, after_handshake) {
-            (true, true) => open_server(config.clone(), now),
-            (true, false) => Connection::server(config.clone(), now).unwrap(),
-            (false, true) => open_pair(config.clone(), Config::default(), now).0,
-            (false, false) => client(config.clone(), now),
+            (true, true) => open_server(config, now),
+            (true, false) => Connection::server(config, now).unwrap(),
+            (false, true) => open_pair(config, Config::default(), now).0,
+            (false, false) => client(config, now),
         };
-        let mut pos = 0;
-        let mut i = 0;
-        while pos < data.len() {
-            let end = (pos + sizes[i % sizes.len()]).min(data.len());
-            conn.handle_data(now, &data[pos..end]);
-            while let Some(e) = conn.poll_event() {
-                if matches!(e, Event::Request(_)) {
-                    let _ = conn.accept(AcceptOptions::default());
-                }
-            }
-            let _ = transmit(&mut conn);
-            // One unfinished frame (header + payload) or handshake head,
-            // plus one unfinished message.
-            let bound = config.max_frame_size.max(config.max_handshake_size) + 14 + config.max_message_size + 600;
-            prop_assert!(conn.buffered_inbound() <= bound, "{} > {}", conn.buffered_inbound(), bound);
-            pos = end;
-            i += 1;
-        }
-        conn.handle_eof(now);
-        while conn.poll_event().is_some() {}
-        prop_assert!(conn.is_closed());
+        feed_checked(&mut conn, &data, &chunks, now)?;
     }
+
+    /// A valid frame stream (fragments, pings and pongs between them,
+    /// masked as its sender must) gives exactly its events, in either
+    /// role and under any chunking.
+    #[test]
+    fn frame_streams_give_their_events(
+        stream in frame_stream(Role::Client),
+        reply in frame_stream(Role::Server),
+        chunks in chunking(2000),
+        auto_pong in any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let mut config = Config::default();
+        config.auto_pong = auto_pong;
+        let (mut c, mut s) = open_pair(config.clone(), config, now);
+        feed_chunked(&mut s, &stream.encode(), &chunks, now);
+        prop_assert_eq!(drain(&mut s), stream.events);
+        feed_chunked(&mut c, &reply.encode(), &chunks, now);
+        prop_assert_eq!(drain(&mut c), reply.events);
+        prop_assert!(!s.is_closed() && !c.is_closed());
+    }
+
+    /// Streams of frames with violations anywhere never panic, stay within
+    /// the limits, and end closed.
+    #[test]
+    fn arbitrary_frames_never_panic_and_stay_bounded(
+        frames in arbitrary_frames(12),
+        chunks in chunking(600),
+        as_server in any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let config = small_limits();
+        let mut conn = if as_server {
+            open_server(config, now)
+        } else {
+            open_pair(config, Config::default(), now).0
+        };
+        feed_checked(&mut conn, &encode_frames(&frames), &chunks, now)?;
+    }
+}
+
+/// Small limits so that arbitrary input reaches them; either masking
+/// accepted so that more input gets past the header checks.
+fn small_limits() -> Config {
+    let mut config = Config::default();
+    config.max_frame_size = 512;
+    config.max_message_size = 1024;
+    config.max_handshake_size = 1024;
+    config.strict_masking = false;
+    config
+}
+
+/// Feeds `data` in `chunks`, accepting any request and discarding output,
+/// and checks after every read that the buffered input stays bounded; then
+/// ends the stream and checks the connection closed.
+fn feed_checked(
+    conn: &mut Connection,
+    data: &[u8],
+    chunks: &Chunking,
+    now: Instant,
+) -> Result<(), TestCaseError> {
+    let config = conn.config().clone();
+    // One unfinished frame (header + payload) or handshake head, plus one
+    // unfinished message, plus one read.
+    let max_read = chunks.sizes().iter().max().copied().unwrap_or(1);
+    let bound = config.max_frame_size.max(config.max_handshake_size)
+        + 14
+        + config.max_message_size
+        + max_read;
+    for piece in chunks.split(data) {
+        conn.handle_data(now, piece);
+        while let Some(e) = conn.poll_event() {
+            if matches!(e, Event::Request(_)) {
+                let _ = conn.accept(AcceptOptions::default());
+            }
+        }
+        let _ = transmit(conn);
+        prop_assert!(
+            conn.buffered_inbound() <= bound,
+            "{} > {}",
+            conn.buffered_inbound(),
+            bound
+        );
+    }
+    conn.handle_eof(now);
+    while conn.poll_event().is_some() {}
+    prop_assert!(conn.is_closed());
+    Ok(())
 }
 
 proptest! {
