@@ -480,3 +480,51 @@ fn send_with_a_shared_compressor_leaves_no_context_behind() {
     );
     assert!(!s.holds_deflate_context() && !c.holds_deflate_context());
 }
+
+#[test]
+fn control_frames_may_interleave_a_fragmented_compressed_message() {
+    let now = Instant::now();
+    let config = deflate_config(DeflateConfig::default());
+    let (mut s, _) = server_with_offer(config, "permessage-deflate", now);
+    let text = json(5000);
+    let payload = Compressor::new(6, 15).unwrap().compress(text.as_bytes());
+    let (a, b) = payload.split_at(payload.len() / 2);
+    let mut wire = client_frame(false, 4, 1, a);
+    wire.extend(client_frame(true, 0, 9, b"ping"));
+    wire.extend(client_frame(true, 0, 0, b));
+    s.handle_data(now, &wire);
+    assert_eq!(
+        drain(&mut s),
+        [
+            Event::Ping(Bytes::from_static(b"ping")),
+            Event::Message(Message::text(text))
+        ]
+    );
+    // The automatic pong is never compressed.
+    assert_eq!(headers(&transmit(&mut s))[0].rsv, 0);
+}
+
+#[test]
+fn a_client_whose_server_keeps_its_context_keeps_its_inflater() {
+    let now = Instant::now();
+    let mut c = client(deflate_config(DeflateConfig::default()), now);
+    transmit(&mut c);
+    // A server that takes the client's fallback offer (no
+    // server_no_context_takeover): its messages build on each other.
+    let (mut s, head) = server_with_offer(
+        deflate_config(DeflateConfig::dedicated(15)),
+        "permessage-deflate; client_no_context_takeover; client_max_window_bits",
+        now,
+    );
+    c.handle_data(now, head.as_bytes());
+    assert!(matches!(drain(&mut c).as_slice(), [Event::Accepted(_)]));
+    let params = *c.deflate().unwrap();
+    assert!(!params.server_no_context_takeover && params.client_no_context_takeover);
+    for i in 0..3 {
+        let text = json(1000 + i);
+        s.send(Message::text(text.clone())).unwrap();
+        pump(&mut s, &mut c, now);
+        assert_eq!(drain(&mut c), [Event::Message(Message::text(text))]);
+        assert!(c.holds_deflate_context(), "the client's inflater persists");
+    }
+}
