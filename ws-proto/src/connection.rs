@@ -12,7 +12,8 @@ use crate::error::{ConfigError, Error, HandshakeError, ProtocolError, SendError}
 use crate::event_queue::EventQueue;
 use crate::frame::{
     CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
-    PreparedFrame, apply_mask, close_payload, parse_close_payload, truncate_reason,
+    PreparedBody, PreparedFrame, apply_mask, close_payload, parse_close_payload, stored_blocks,
+    truncate_reason,
 };
 use crate::handshake::client::parse_response;
 use crate::handshake::response::encode_switching;
@@ -485,6 +486,34 @@ impl Connection {
         };
         self.out.push_shared(header);
         self.out.push_shared(payload);
+        Ok(())
+    }
+
+    /// Sends one text message: `head` (per connection, may be empty)
+    /// followed by the shared `body`. The caller promises the two together
+    /// are UTF-8. With permessage-deflate and no context takeover for our
+    /// direction, a body with a compressed form goes out as the head in a
+    /// stored block plus those shared compressed bytes ([`PreparedBody`]);
+    /// otherwise as [`Connection::send_text_bytes`] would send it.
+    pub fn send_text_with_body(
+        &mut self,
+        head: &Bytes,
+        body: &PreparedBody,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let len = head.len() + body.plain().len();
+        if let Some((bits, compressed)) = body.deflated()
+            && self
+                .deflate
+                .as_ref()
+                .is_some_and(|d| d.accepts_shared(bits, len))
+        {
+            let mut stored = BytesMut::with_capacity(head.len() + 5);
+            stored_blocks(head, &mut stored);
+            self.encode_payload(OpCode::Text, true, &[stored.freeze(), compressed.clone()]);
+            return Ok(());
+        }
+        self.encode_message(OpCode::Text, &[head.clone(), body.plain().clone()]);
         Ok(())
     }
 

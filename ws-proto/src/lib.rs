@@ -118,7 +118,7 @@ pub use config::Config;
 pub use connection::{ClientError, Connection, Role, State};
 pub use deflate::{Compressor, DeflateConfig, DeflateMode, DeflateParams};
 pub use error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
-pub use frame::{CloseCode, PreparedFrame};
+pub use frame::{CloseCode, PreparedBody, PreparedFrame};
 pub use handshake::{AcceptOptions, ClientRequest, HttpResponse, Request, ServerResponse};
 pub use mask_keys::{MaskKeySource, SeededMaskKeys};
 pub use message::{Event, Message, Utf8Bytes};

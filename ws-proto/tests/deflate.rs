@@ -12,8 +12,8 @@ use support::*;
 use ws_proto::frame::FrameHeader;
 use ws_proto::{
     AcceptOptions, ClientRequest, CloseCode, Compressor, Config, Connection, DeflateConfig,
-    DeflateParams, Error, Event, HandshakeError, Message, PreparedFrame, ProtocolError,
-    SeededMaskKeys,
+    DeflateParams, Error, Event, HandshakeError, Message, PreparedBody, PreparedFrame,
+    ProtocolError, SeededMaskKeys,
 };
 
 fn deflate_config(deflate: DeflateConfig) -> Config {
@@ -526,5 +526,48 @@ fn a_client_whose_server_keeps_its_context_keeps_its_inflater() {
         pump(&mut s, &mut c, now);
         assert_eq!(drain(&mut c), [Event::Message(Message::text(text))]);
         assert!(c.holds_deflate_context(), "the client's inflater persists");
+    }
+}
+
+#[test]
+fn a_shared_body_is_compressed_once_behind_per_member_heads() {
+    let now = Instant::now();
+    let deflate = deflate_config(DeflateConfig::default());
+    let body_text = json(64 << 10);
+    let mut compressor = Compressor::new(6, 15).unwrap();
+    let body = PreparedBody::new(Bytes::from(body_text.clone())).with_deflate(&mut compressor);
+    let shared = body.deflated_payload().unwrap().clone();
+    assert!(shared.len() >= 2048);
+    // A plain member, three deflate members, and a head long enough for
+    // two stored blocks.
+    let heads = ["", "{\"seq\":1,\"data\":", "{\"seq\":22,\"data\":"];
+    let long_head = format!("{{\"pad\":\"{}\",\"data\":", "x".repeat(70_000));
+    let mut cases: Vec<(String, Config)> = heads
+        .iter()
+        .map(|h| (h.to_string(), deflate.clone()))
+        .collect();
+    cases.push((long_head, deflate));
+    cases.push((heads[1].to_string(), Config::default()));
+    for (i, (head, config)) in cases.into_iter().enumerate() {
+        let (mut c, mut s) = open_pair(config.clone(), config.clone(), now);
+        s.send_text_with_body(&Bytes::from(head.clone()), &body)
+            .unwrap();
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| s.poll_transmit_chunk()).collect();
+        let wire = chunks.concat();
+        if config.deflate.is_some() {
+            assert!(
+                chunks.iter().any(|b| b.as_ptr() == shared.as_ptr()),
+                "member {i}"
+            );
+            assert_eq!(headers(&wire)[0].rsv, 4);
+        } else {
+            assert_eq!(headers(&wire)[0].rsv, 0);
+        }
+        c.handle_data(now, &wire);
+        assert_eq!(
+            drain(&mut c),
+            [Event::Message(Message::text(format!("{head}{body_text}")))],
+            "member {i}"
+        );
     }
 }

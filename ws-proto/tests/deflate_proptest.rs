@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use support::*;
 use ws_proto::{
     CloseCode, Compressor, Config, Connection, DeflateConfig, DeflateMode, Event, Message,
+    PreparedBody,
 };
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ enum Op {
     Text(String),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
+    /// A per-connection head and a shared body (`send_text_with_body`).
+    HeadBody(String, String),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,6 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Op::Binary),
         1 => (any::<u8>(), 0usize..70_000).prop_map(|(b, n)| Op::Binary(vec![b; n])),
         1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Op::Ping),
+        2 => (".{0,30}", (".{0,40}", 0usize..300)).prop_map(|(h, (b, n))| Op::HeadBody(h, b.repeat(n))),
     ]
 }
 
@@ -71,6 +75,7 @@ fn expected(op: &Op) -> Event {
         Op::Text(t) => Event::Message(Message::text(t.clone())),
         Op::Binary(b) => Event::Message(Message::binary(b.clone())),
         Op::Ping(p) => Event::Ping(Bytes::from(p.clone())),
+        Op::HeadBody(h, b) => Event::Message(Message::text(format!("{h}{b}"))),
     }
 }
 
@@ -108,6 +113,10 @@ proptest! {
                     Op::Text(t) => from.send(Message::text(t.clone())).unwrap(),
                     Op::Binary(b) => from.send(Message::binary(b.clone())).unwrap(),
                     Op::Ping(p) => from.ping(Bytes::from(p.clone())).unwrap(),
+                    Op::HeadBody(h, b) => {
+                        let body = PreparedBody::new(Bytes::from(b.clone())).with_deflate(&mut compressor);
+                        from.send_text_with_body(&Bytes::from(h.clone()), &body).unwrap()
+                    }
                 }
             }
             let got = feed_chunked(to, &transmit(from), &sizes, now);

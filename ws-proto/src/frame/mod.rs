@@ -278,6 +278,66 @@ impl PreparedFrame {
     }
 }
 
+/// The shared part of a text message whose head differs per receiver (a
+/// hub delivery: a per-connection prefix, then the same body for every
+/// member), with an optional compressed form made once.
+///
+/// [`crate::Connection::send_text_with_body`] sends `head ++ body`. To a
+/// connection that negotiated permessage-deflate without context takeover
+/// for its sending direction, the payload is the head as a stored
+/// (uncompressed) DEFLATE block followed by the body compressed once, so
+/// every member gets the same compressed body bytes; a DEFLATE stream is a
+/// sequence of blocks, and the body's blocks refer to nothing before them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBody {
+    plain: Bytes,
+    deflated: Option<(u8, Bytes)>,
+}
+
+impl PreparedBody {
+    /// A body sent as is. The caller promises it is UTF-8 (with the head).
+    pub fn new(body: Bytes) -> Self {
+        Self {
+            plain: body,
+            deflated: None,
+        }
+    }
+
+    /// Adds the compressed form, compressed once with `compressor`.
+    pub fn with_deflate(mut self, compressor: &mut Compressor) -> Self {
+        let payload = compressor.compress(&self.plain);
+        self.deflated = Some((compressor.window_bits(), payload));
+        self
+    }
+
+    /// The body.
+    pub fn plain(&self) -> &Bytes {
+        &self.plain
+    }
+
+    /// The compressed body, if [`PreparedBody::with_deflate`] made one.
+    pub fn deflated_payload(&self) -> Option<&Bytes> {
+        self.deflated.as_ref().map(|(_, b)| b)
+    }
+
+    pub(crate) fn deflated(&self) -> Option<(u8, &Bytes)> {
+        self.deflated.as_ref().map(|(bits, b)| (*bits, b))
+    }
+}
+
+/// Appends `data` as stored (uncompressed, non-final) DEFLATE blocks of at
+/// most 65,535 bytes each (RFC 1951 section 3.2.4). Only valid where the
+/// stream is at a byte boundary, as it is at the start of a message.
+pub(crate) fn stored_blocks(data: &[u8], out: &mut BytesMut) {
+    for block in data.chunks(0xffff) {
+        let len = block.len() as u16;
+        out.put_u8(0x00); // BFINAL 0, BTYPE 00, padded to the byte
+        out.put_u16_le(len);
+        out.put_u16_le(!len);
+        out.put_slice(block);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
