@@ -1,10 +1,19 @@
 //! WebSocket on smol: `ws-proto` driven over async-io sockets and timers.
 //!
-//! This crate only binds the runtime: [`SmolRuntime`] (clock, timers,
+//! This crate binds the runtime: [`SmolRuntime`] (clock, timers,
 //! spawning on an `async-executor`, TCP from `async-net`) and [`SmolIo`]
-//! (any `futures-io` stream as a transport). The WebSocket type,
-//! handshakes, backpressure, batching and the server applications are
-//! shared with the tokio adapter in `ws-runtime-common`.
+//! (any `futures-io` stream as a transport), and offers the entry points
+//! [`accept`], [`accept_with`], [`connect`] and [`client`] for smol
+//! streams. The WebSocket type, handshakes, backpressure and batching are
+//! the runtime-generic ones of `ws-async`, shared with the tokio adapter.
+//! Nothing here links tokio.
+//!
+//! # Features
+//!
+//! - `server` (default): the server application (`ws-server`, with the
+//!   Redis bus on smol) and the `ws-smol` binary. Depend on this crate
+//!   with `default-features = false` to use it as a WebSocket library
+//!   only, without the application, clap, toml or redis.
 //!
 //! ```
 //! use runtime_smol::{accept, connect, Message, WsConfig};
@@ -32,7 +41,7 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,8 +55,8 @@ use async_io::Async;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 
+pub use ws_async::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 pub use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request, ServerResponse};
-pub use ws_runtime_common::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 
 /// The smol runtime, for the shared adapter code: async-io's reactor and
 /// timers, tasks on an `async-executor` (smol's global one by default).
@@ -70,11 +79,11 @@ impl SmolRuntime {
 pub struct SmolIo<S>(pub S);
 
 /// A WebSocket over a smol stream (an async-io `TcpStream` by default).
-pub type WebSocket<S = Async<TcpStream>> = ws_runtime_common::WebSocket<SmolIo<S>, SmolRuntime>;
+pub type WebSocket<S = Async<TcpStream>> = ws_async::WebSocket<SmolIo<S>, SmolRuntime>;
 /// The receiving half of a [`WebSocket`].
-pub type ReadHalf<S = Async<TcpStream>> = ws_runtime_common::ReadHalf<SmolIo<S>, SmolRuntime>;
+pub type ReadHalf<S = Async<TcpStream>> = ws_async::ReadHalf<SmolIo<S>, SmolRuntime>;
 /// The sending half of a [`WebSocket`].
-pub type WriteHalf<S = Async<TcpStream>> = ws_runtime_common::WriteHalf<SmolIo<S>, SmolRuntime>;
+pub type WriteHalf<S = Async<TcpStream>> = ws_async::WriteHalf<SmolIo<S>, SmolRuntime>;
 
 /// The most a single read zeroes and fills: `futures-io` reads need
 /// initialised memory, so each read clears the part it may fill. A read
@@ -82,9 +91,7 @@ pub type WriteHalf<S = Async<TcpStream>> = ws_runtime_common::WriteHalf<SmolIo<S
 /// stays unused is pure cost (it made 16 KiB echoes 20% dearer at 256 KiB).
 const MAX_READ: usize = 64 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport
-    for SmolIo<S>
-{
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for SmolIo<S> {
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -106,7 +113,17 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 
-    ws_runtime_common::transport_write_methods!(poll_close);
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
 }
 
 /// An async-io timer that completes with `()`.
@@ -121,7 +138,7 @@ impl Future for Sleep {
     }
 }
 
-impl ws_runtime_common::Runtime for SmolRuntime {
+impl ws_async::Runtime for SmolRuntime {
     // async-io's `Async` directly, not `async_net`'s `Arc` around it: one
     // allocation less per connection.
     type Stream = SmolIo<Async<TcpStream>>;
@@ -176,4 +193,47 @@ impl ws_runtime_common::Runtime for SmolRuntime {
     }
 }
 
-ws_runtime_common::adapter_functions!(SmolRuntime::default(), SmolIo, AsyncRead + AsyncWrite);
+#[cfg(feature = "server")]
+impl ws_server::ServerRuntime for SmolRuntime {
+    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Smol;
+}
+
+/// Server: accepts a WebSocket on `stream` (any valid upgrade request).
+pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::accept(SmolRuntime::default(), SmolIo(stream), config).await
+}
+
+/// Server: reads the request on `stream` and lets `decide` accept it (with
+/// a subprotocol, say) or answer with plain HTTP.
+pub async fn accept_with<S, F>(
+    stream: S,
+    config: WsConfig,
+    decide: F,
+) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: FnOnce(&Request) -> Decision,
+{
+    ws_async::accept_with(SmolRuntime::default(), SmolIo(stream), config, decide).await
+}
+
+/// Client: connects to a `ws://host:port/path?query` URL over async-io
+/// TCP, spawning on smol's global executor.
+pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
+    ws_async::connect(SmolRuntime::default(), url, config).await
+}
+
+/// Client: the handshake over an existing futures-io stream.
+pub async fn client<S>(
+    stream: S,
+    request: ws_proto::ClientRequest,
+    config: WsConfig,
+) -> Result<(WebSocket<S>, ServerResponse), WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config).await
+}

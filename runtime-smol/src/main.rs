@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_executor::Executor;
 use clap::Parser as _;
-use ws_runtime_common::cli::{Cli, init_tracing, run};
+use ws_server::cli::{Cli, init_tracing, run};
 
 fn main() {
     let cli = Cli::parse();

@@ -1,15 +1,23 @@
 //! WebSocket on tokio: `ws-proto` driven over tokio sockets and timers.
 //!
-//! This crate only binds the runtime: [`TokioRuntime`] (clock, timers,
+//! This crate binds the runtime: [`TokioRuntime`] (clock, timers,
 //! spawning, TCP) and [`TokioIo`] (any tokio `AsyncRead + AsyncWrite`
-//! stream as a transport). The WebSocket type, handshakes, backpressure,
-//! batching and the server applications are shared with the smol adapter
-//! in `ws-runtime-common`.
+//! stream as a transport), and offers the entry points [`accept`],
+//! [`accept_with`], [`connect`] and [`client`] for tokio streams. The
+//! WebSocket type, handshakes, backpressure and batching are the
+//! runtime-generic ones of `ws-async`, shared with the smol adapter.
+//!
+//! # Features
+//!
+//! - `server` (default): the server application (`ws-server`, with the
+//!   Redis bus on tokio) and the `ws-tokio` binary. Depend on this crate
+//!   with `default-features = false` to use it as a WebSocket library
+//!   only, without the application, clap, toml or redis.
 //!
 //! ```
 //! use runtime_tokio::{accept, connect, Message, WsConfig};
 //!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let addr = listener.local_addr().unwrap();
 //! tokio::spawn(async move {
@@ -31,7 +39,7 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,8 +49,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+pub use ws_async::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 pub use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request, ServerResponse};
-pub use ws_runtime_common::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 
 /// The tokio runtime, for the shared adapter code. Spawns onto the
 /// current tokio runtime.
@@ -54,15 +62,13 @@ pub struct TokioRuntime;
 pub struct TokioIo<S>(pub S);
 
 /// A WebSocket over a tokio stream (a `TcpStream` by default).
-pub type WebSocket<S = TcpStream> = ws_runtime_common::WebSocket<TokioIo<S>, TokioRuntime>;
+pub type WebSocket<S = TcpStream> = ws_async::WebSocket<TokioIo<S>, TokioRuntime>;
 /// The receiving half of a [`WebSocket`].
-pub type ReadHalf<S = TcpStream> = ws_runtime_common::ReadHalf<TokioIo<S>, TokioRuntime>;
+pub type ReadHalf<S = TcpStream> = ws_async::ReadHalf<TokioIo<S>, TokioRuntime>;
 /// The sending half of a [`WebSocket`].
-pub type WriteHalf<S = TcpStream> = ws_runtime_common::WriteHalf<TokioIo<S>, TokioRuntime>;
+pub type WriteHalf<S = TcpStream> = ws_async::WriteHalf<TokioIo<S>, TokioRuntime>;
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Transport
-    for TokioIo<S>
-{
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for TokioIo<S> {
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -80,10 +86,20 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_runtime_common::Tran
         }
     }
 
-    ws_runtime_common::transport_write_methods!(poll_shutdown);
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
-impl ws_runtime_common::Runtime for TokioRuntime {
+impl ws_async::Runtime for TokioRuntime {
     type Stream = TokioIo<TcpStream>;
     type Listener = TcpListener;
     type Sleep = tokio::time::Sleep;
@@ -128,4 +144,46 @@ impl ws_runtime_common::Runtime for TokioRuntime {
     }
 }
 
-ws_runtime_common::adapter_functions!(TokioRuntime, TokioIo, AsyncRead + AsyncWrite);
+#[cfg(feature = "server")]
+impl ws_server::ServerRuntime for TokioRuntime {
+    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Tokio;
+}
+
+/// Server: accepts a WebSocket on `stream` (any valid upgrade request).
+pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::accept(TokioRuntime, TokioIo(stream), config).await
+}
+
+/// Server: reads the request on `stream` and lets `decide` accept it (with
+/// a subprotocol, say) or answer with plain HTTP.
+pub async fn accept_with<S, F>(
+    stream: S,
+    config: WsConfig,
+    decide: F,
+) -> Result<WebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: FnOnce(&Request) -> Decision,
+{
+    ws_async::accept_with(TokioRuntime, TokioIo(stream), config, decide).await
+}
+
+/// Client: connects to a `ws://host:port/path?query` URL over tokio TCP.
+pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
+    ws_async::connect(TokioRuntime, url, config).await
+}
+
+/// Client: the handshake over an existing tokio stream.
+pub async fn client<S>(
+    stream: S,
+    request: ws_proto::ClientRequest,
+    config: WsConfig,
+) -> Result<(WebSocket<S>, ServerResponse), WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::client_handshake(TokioRuntime, TokioIo(stream), request, config).await
+}

@@ -1,7 +1,7 @@
 //! `ws-tokio`: the server and client binary on tokio. See `--help`.
 
 use clap::Parser as _;
-use ws_runtime_common::cli::{Cli, init_tracing, run};
+use ws_server::cli::{Cli, init_tracing, run};
 
 fn main() {
     let cli = Cli::parse();

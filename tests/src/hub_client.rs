@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 use ws_proto::{ClientRequest, CloseCode, Message};
-use ws_runtime_common::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 
 use crate::read_http_head;
 
@@ -341,8 +341,14 @@ impl<R: Runtime> HubClient<R> {
     }
 
     /// Closes cleanly with 1000.
-    pub async fn close(mut self) {
-        let _ = within(&self.rt, WAIT, self.ws.close(CloseCode(1000), "bye")).await;
+    pub async fn close(self) {
+        self.close_with(1000, "bye").await;
+    }
+
+    /// Closes cleanly with `code` and `reason` (waits for the server's
+    /// answer, bounded).
+    pub async fn close_with(mut self, code: u16, reason: &str) {
+        let _ = within(&self.rt, WAIT, self.ws.close(CloseCode(code), reason)).await;
     }
 
     /// Drops the connection without a close handshake (a dead network).

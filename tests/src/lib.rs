@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ws_runtime_common::shutdown::Shutdown;
-use ws_runtime_common::{Runtime, WsConfig};
+use ws_async::{Runtime, WsConfig};
+use ws_server::shutdown::Shutdown;
 
 pub mod cli;
 pub mod hub_client;
@@ -148,9 +148,9 @@ macro_rules! start_server {
 
 /// Starts the hub server (`serve`) on `rt` with `config` on a free
 /// loopback port (`config.listen` is ignored).
-pub fn start_hub(rt: Rt, config: ws_runtime_common::server::ServerConfig) -> TestServer {
+pub fn start_hub(rt: Rt, config: ws_server::server::ServerConfig) -> TestServer {
     start_server!(rt, |r, listener, stop| async move {
-        ws_runtime_common::server::serve(r, listener, config, stop)
+        ws_server::server::serve(r, listener, config, stop)
             .await
             .expect("serve");
     })
@@ -160,7 +160,7 @@ pub fn start_hub(rt: Rt, config: ws_runtime_common::server::ServerConfig) -> Tes
 pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
     let grace = Duration::from_secs(5);
     start_server!(rt, |r, listener, stop| async move {
-        ws_runtime_common::echo::serve_echo(r, listener, config, stop, grace)
+        ws_server::echo::serve_echo(r, listener, config, stop, grace)
             .await
             .expect("serve");
     })

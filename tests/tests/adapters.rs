@@ -5,8 +5,8 @@ use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ws_async::{Incoming, WsConfig, WsError, connect};
 use ws_proto::{CloseCode, Message};
-use ws_runtime_common::{Incoming, WsConfig, WsError, connect};
 use ws_tests::*;
 
 fn pairs() -> impl Iterator<Item = (Rt, Rt)> {
@@ -175,6 +175,30 @@ fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
 }
 
 #[test]
+fn a_peer_violation_ends_recv_with_its_close_code_not_an_error() {
+    // The peer sends an unmasked frame: `recv` answers `Ok(None)` (the
+    // connection closed) and `close_info` carries 1002; the peer sees the
+    // same code.
+    for rt_kind in RUNTIMES {
+        on_runtime!(rt_kind, |rt| async move {
+            let (mut ws, peer) = accept_raw_peer(&rt, WsConfig::default(), |addr| {
+                let mut bad = raw_client(addr);
+                bad.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
+                read_frames_until_eof(&mut bad)
+            })
+            .await;
+            let received = ws.recv().await;
+            assert!(matches!(received, Ok(None)), "{received:?}");
+            let info = ws.close_info().expect("closed");
+            assert_eq!(info.code, CloseCode::PROTOCOL_ERROR, "{info:?}");
+            let frames = peer.join().expect("peer");
+            let (opcode, payload) = frames.last().expect("a close frame");
+            assert_eq!((*opcode, close_code(payload)), (8, 1002));
+        });
+    }
+}
+
+#[test]
 fn a_peer_that_never_reads_meets_backpressure() {
     for server_rt in RUNTIMES {
         let mut config = WsConfig::default();
@@ -229,20 +253,15 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     // fails once the queue is over its bound, and the queue stays bounded.
     for rt_kind in RUNTIMES {
         on_runtime!(rt_kind, |rt| async move {
-            use ws_runtime_common::Runtime as _;
-            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
-            let addr = local_addr(&rt, &listener);
-            let peer = std::thread::spawn(move || {
+            use ws_async::Runtime as _;
+            let mut config = WsConfig::default();
+            config.max_outbound = 256 * 1024;
+            let (ws, peer) = accept_raw_peer(&rt, config, |addr| {
                 let tcp = raw_client(addr);
                 std::thread::sleep(Duration::from_secs(3));
                 drop(tcp);
-            });
-            let (io, _) = accept_one(&rt, &listener).await;
-            let mut config = WsConfig::default();
-            config.max_outbound = 256 * 1024;
-            let ws = ws_runtime_common::accept(rt.clone(), io, config)
-                .await
-                .expect("accept");
+            })
+            .await;
             let (_reader, mut writer) = ws.split();
             let message = Message::binary(vec![1u8; 16 * 1024]);
             let mut refused = false;
@@ -250,7 +269,7 @@ fn try_feed_reports_backpressure_instead_of_growing() {
                 match writer.try_feed(message.clone()) {
                     Ok(()) => {
                         let flush = writer.flush();
-                        let _ = ws_runtime_common::task::unless(
+                        let _ = ws_server::task::unless(
                             std::pin::pin!(rt.sleep_until(rt.now() + Duration::from_millis(5))),
                             flush,
                         )
@@ -271,16 +290,24 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     }
 }
 
-/// Runtime-generic helpers for the test above.
-fn local_addr<R: ws_runtime_common::Runtime>(_: &R, l: &R::Listener) -> std::net::SocketAddr {
-    R::local_addr(l).expect("addr")
-}
-
-async fn accept_one<R: ws_runtime_common::Runtime>(
-    _: &R,
-    l: &R::Listener,
-) -> (R::Stream, std::net::SocketAddr) {
-    R::accept(l).await.expect("accept")
+/// Accepts one WebSocket on a fresh loopback listener from a raw peer that
+/// `peer` runs on a thread of its own (given the listener's address).
+async fn accept_raw_peer<R: ws_async::Runtime, P: Send + 'static>(
+    rt: &R,
+    config: WsConfig,
+    peer: impl FnOnce(std::net::SocketAddr) -> P + Send + 'static,
+) -> (
+    ws_async::WebSocket<R::Stream, R>,
+    std::thread::JoinHandle<P>,
+) {
+    let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+    let addr = R::local_addr(&listener).expect("addr");
+    let peer = std::thread::spawn(move || peer(addr));
+    let (io, _) = R::accept(&listener).await.expect("accept");
+    let ws = ws_async::accept(rt.clone(), io, config)
+        .await
+        .expect("accept");
+    (ws, peer)
 }
 
 #[test]

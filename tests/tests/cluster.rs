@@ -36,9 +36,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use ws_async::{Runtime, WebSocket, WsConfig, client_handshake};
 use ws_proto::{ClientRequest, Message};
-use ws_runtime_common::server::{ServerConfig, Settings};
-use ws_runtime_common::{Runtime, WebSocket, WsConfig, client_handshake};
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{HubClient, Recv, WAIT, metric, sleep, token, wait_metric, within};
 use ws_tests::redis::RedisServer;
 use ws_tests::{Rt, TestServer, on_runtime, start_hub};
@@ -322,6 +322,83 @@ fn broadcast_from_b_reaches_every_connection_on_both_nodes_once() {
             assert!(ids.is_empty(), "{}: extra copies {ids:?}", c.user());
         }
     });
+}
+
+/// Connects a client without a token (an anonymous user) to `addr`.
+async fn connect_anonymous<R: Runtime>(rt: &R, addr: SocketAddr) -> HubClient<R> {
+    let client = HubClient::connect(rt.clone(), addr, "/ws")
+        .await
+        .unwrap_or_else(|e| panic!("connect anonymously to {addr}: {e}"));
+    assert!(client.user().starts_with("anon-"), "{}", client.welcome());
+    client
+}
+
+/// Issue 16: both nodes used to hand out `anon-1`, `anon-2`, ...: a `send`
+/// to one reached a stranger on the other node, and a publish by one was
+/// suppressed as a duplicate of the other's.
+#[test]
+fn anonymous_users_are_distinct_across_nodes() {
+    let cluster = Cluster::start_with(&|s| s.allow_anonymous = Some(true));
+    let (a, b, redis) = (cluster.a.addr, cluster.b.addr, &cluster.redis);
+    for client_rt in [Rt::Tokio, Rt::Smol] {
+        on_runtime!(client_rt, |rt| async move {
+            let mut on_a = Vec::new();
+            let mut on_b = Vec::new();
+            for _ in 0..3 {
+                on_a.push(connect_anonymous(&rt, a).await);
+                on_b.push(connect_anonymous(&rt, b).await);
+            }
+            let mut names: Vec<String> = on_a.iter().chain(&on_b).map(HubClient::user).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), 6, "anonymous names collide: {names:?}");
+
+            // A direct message to an anonymous user reaches only that user,
+            // whichever node the sender is on.
+            for (from_a, to_a, to) in [(true, true, 0), (true, false, 1), (false, true, 2)] {
+                let target = if to_a {
+                    on_a[to].user()
+                } else {
+                    on_b[to].user()
+                };
+                let id = format!("d-{from_a}-{to_a}-{to}");
+                let sender = if from_a { &mut on_a[2] } else { &mut on_b[2] };
+                assert_ack(&sender.send_to(&target, &id, json!("psst")).await, &id);
+                let receiver = if to_a { &mut on_a[to] } else { &mut on_b[to] };
+                let v = expect_message(receiver, &id).await;
+                assert_eq!(v["to"], target.as_str(), "{v}");
+                // The receiver's node has fanned it out to everyone it
+                // addressed; the sender's node did so before the ack.
+                for c in on_a.iter_mut().chain(on_b.iter_mut()) {
+                    let ids = ids_until_barrier(c).await;
+                    assert!(ids.is_empty(), "{} also got {ids:?} for {target}", c.user());
+                }
+            }
+
+            // The same message id from two anonymous users on two nodes is
+            // two messages: neither is a duplicate of the other.
+            let room = format!("anon-room-{client_rt:?}");
+            join(&mut on_a[0], &room).await;
+            join(&mut on_b[0], &room).await;
+            wait_numsub(redis, &room_channel(&room), 2, WAIT);
+            let first = on_a[0].publish(&room, "same-id", json!("from A")).await;
+            assert_ack(&first, "anonymous publish on A");
+            let second = on_b[0].publish(&room, "same-id", json!("from B")).await;
+            assert_ack(&second, "the same id from another anonymous user on B");
+            for c in [&mut on_a[0], &mut on_b[0]] {
+                let mut got = Vec::new();
+                while got.len() < 2 {
+                    let v = expect_message(c, "same-id").await;
+                    got.push(v["data"].as_str().unwrap_or_default().to_owned());
+                }
+                got.sort();
+                assert_eq!(got, ["from A", "from B"], "{}", c.user());
+            }
+            for c in on_a.into_iter().chain(on_b) {
+                c.close().await;
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------------

@@ -14,9 +14,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::Runtime;
 use ws_proto::CloseCode;
-use ws_runtime_common::Runtime;
-use ws_runtime_common::server::{ServerConfig, Settings};
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::*;
 use ws_tests::*;
 
@@ -91,8 +91,14 @@ fn valid_tokens_are_accepted_in_query_and_header_and_bad_ones_refused_with_401()
                 .await
                 .expect("bearer token");
             assert_eq!(bob.user(), "bob", "{srv:?}: token in the header");
+            // base64url with `=` padding is accepted too (the 32-byte
+            // signature pads to 44 characters).
+            let padded = format!("/ws?token={}=", token(SECRET, "carol"));
+            let carol = connect(&rt, addr, &padded).await;
+            assert_eq!(carol.user(), "carol", "{srv:?}: padded token");
             alice.close().await;
             bob.close().await;
+            carol.close().await;
         });
         let other_secret = ws_hub::HmacTokenAuth::new(b"another".to_vec());
         let expired = ws_hub::HmacTokenAuth::new(SECRET.as_bytes().to_vec()).issue("alice", 1);
@@ -117,8 +123,13 @@ fn valid_tokens_are_accepted_in_query_and_header_and_bad_ones_refused_with_401()
                 "{srv:?}: {reply:?}"
             );
         }
-        wait_metric(addr, "ws_auth_failures_total", |v| v == 5);
-        assert_eq!(metric(addr, "ws_handshakes_total"), 2, "{srv:?}");
+        let missing = http(addr, &upgrade_request("/ws", &[]));
+        assert!(
+            missing.body.contains("missing token"),
+            "{srv:?}: {missing:?}"
+        );
+        wait_metric(addr, "ws_auth_failures_total", |v| v == 6);
+        assert_eq!(metric(addr, "ws_handshakes_total"), 3, "{srv:?}");
     }
 }
 
@@ -150,11 +161,15 @@ fn a_bad_origin_is_refused_with_403_and_a_good_one_accepted() {
     for (srv, cli) in runtimes(0) {
         let server = start_hub(srv, cfg.clone());
         let addr = server.addr;
-        for extra in [&["Origin: https://evil.example"][..], &[]] {
-            let reply = http(addr, &upgrade_request("/ws", extra));
+        for extra in ["Origin: https://evil.example", "Origin: null"] {
+            let reply = http(addr, &upgrade_request("/ws", &[extra]));
             assert_eq!(reply.status, 403, "{srv:?}: {extra:?} -> {reply:?}");
         }
         on_runtime!(cli, |rt| async move {
+            // No Origin at all: not a browser, allowed.
+            let mut c = connect(&rt, addr, "/ws").await;
+            assert_ack(&c.join("lobby").await, "join without Origin");
+            c.close().await;
             for origin in ["https://good.example", "https://also.example"] {
                 let options = ConnectOptions {
                     origin: Some(origin.into()),
@@ -903,6 +918,13 @@ fn healthz_and_metrics_report_the_scenario() {
         let mut stalled = TcpStream::connect(addr).expect("connect");
         stalled.write_all(b"GET /ws HTTP/1.1\r\n").expect("write");
         wait_metric(addr, "ws_handshake_failures_total", |v| v == 1);
+        // It is disconnected without an HTTP answer (docs/PROTOCOL.md).
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stalled, &mut answer);
+        assert!(answer.is_empty(), "{srv:?}: {answer:?}");
 
         on_runtime!(cli, |rt| async move {
             let mut a = connect(&rt, addr, "/ws").await;
@@ -974,5 +996,272 @@ fn graceful_shutdown_delivers_close_1001_to_every_client() {
             server.wait_active_at_most(0, WAIT),
             "{srv:?}: every connection ended"
         );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Issue 16: where the server and docs/PROTOCOL.md used to disagree
+// ---------------------------------------------------------------------
+
+#[test]
+fn pings_over_the_rate_are_dropped_unanswered_and_do_not_close_the_connection() {
+    let cfg = config(|s| {
+        s.rate_per_sec = Some(5);
+        s.rate_burst = Some(10);
+        s.max_violations = Some(5);
+    });
+    for (srv, cli) in runtimes(0) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut c = connect(&rt, addr, "/ws").await;
+            const SENT: usize = 20;
+            for i in 0..SENT {
+                c.request(json!({"type": "ping", "id": format!("p{i}")}))
+                    .await;
+            }
+            // Let the bucket refill for the barrier's own ping.
+            sleep(&rt, Duration::from_millis(1500)).await;
+            let seen = c.barrier().await;
+            let pongs: Vec<&Value> = seen.iter().filter(|v| v["type"] == "pong").collect();
+            // The burst of 10, plus at most a couple refilled; the rest
+            // were dropped without an answer and without a close.
+            assert!((10..SENT).contains(&pongs.len()), "{srv:?}: {seen:?}");
+            assert!(
+                seen.iter().all(|v| v["type"] == "pong"),
+                "{srv:?}: {seen:?}"
+            );
+            assert_eq!(c.close_info(), None, "{srv:?}: still open");
+            assert_ack(&c.join("still-here").await, "join after the pings");
+            c.close().await;
+        });
+        assert_eq!(metric(addr, "ws_abuse_closes_total"), 0, "{srv:?}");
+    }
+}
+
+#[test]
+fn rate_limited_join_and_leave_nacks_carry_the_room_and_the_id() {
+    let cfg = config(|s| {
+        s.rate_per_sec = Some(1);
+        s.rate_burst = Some(1);
+    });
+    for (srv, cli) in runtimes(1) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut c = connect(&rt, addr, "/ws").await;
+            let requests = [
+                json!({"type": "join", "room": "r0", "id": "j0"}),
+                json!({"type": "join", "room": "r1", "id": "j1"}),
+                json!({"type": "join", "room": "r2"}),
+                json!({"type": "leave", "room": "r0", "id": "l0"}),
+                json!({"type": "leave", "room": "r1"}),
+            ];
+            for r in &requests {
+                c.request(r.clone()).await;
+            }
+            // One reply per request, in order, each naming its room (and
+            // its id when it had one).
+            let mut limited = 0;
+            for r in &requests {
+                let reply = c.next().await;
+                assert!(
+                    reply["type"] == "ack" || reply["type"] == "nack",
+                    "{srv:?}: {reply}"
+                );
+                assert_eq!(reply["op"], r["type"], "{srv:?}: {r} -> {reply}");
+                assert_eq!(reply["room"], r["room"], "{srv:?}: {r} -> {reply}");
+                assert_eq!(reply["id"], r["id"], "{srv:?}: {r} -> {reply}");
+                if reply["reason"] == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            assert!(limited >= 3, "{srv:?}: {limited} rate limited");
+        });
+    }
+}
+
+#[test]
+fn resuming_after_a_restart_is_answered_unknown_and_a_bad_last_seq_invalid_seq() {
+    for (srv, cli) in runtimes(0) {
+        let first = start_hub(srv, ServerConfig::default());
+        let addr = first.addr;
+        let session = on_runtime!(cli, |rt| async move {
+            let c = connect(&rt, addr, "/ws").await;
+            let session = c.session();
+            c.abort();
+            session
+        });
+        drop(first);
+        // The same flags, a new process run.
+        let second = start_hub(srv, ServerConfig::default());
+        let addr = second.addr;
+        on_runtime!(cli, |rt| async move {
+            let target = format!("/ws?session={session}&last_seq=0");
+            let mut c = connect(&rt, addr, &target).await;
+            let failed = c.next().await;
+            assert_eq!(
+                failed,
+                json!({"type": "resume_failed", "reason": "unknown", "session": c.session()}),
+                "{srv:?}"
+            );
+            assert_ne!(c.session(), session);
+            let own = c.session();
+            c.abort();
+            wait_metric(addr, "ws_detached_sessions", |v| v == 1);
+            for bad in ["abc", "-1"] {
+                let target = format!("/ws?session={own}&last_seq={bad}");
+                let mut c = connect(&rt, addr, &target).await;
+                let failed = c.next().await;
+                assert_eq!(failed["type"], "resume_failed", "{srv:?}: {bad}: {failed}");
+                assert_eq!(failed["reason"], "invalid_seq", "{srv:?}: {bad}: {failed}");
+                c.close().await;
+            }
+            // The failed attempts did not disturb the session.
+            let target = format!("/ws?session={own}");
+            let mut c = connect(&rt, addr, &target).await;
+            assert_eq!(c.next().await["type"], "resumed", "{srv:?}");
+            c.close().await;
+        });
+    }
+}
+
+#[test]
+fn a_message_above_the_websocket_limit_closes_with_1009_and_keeps_the_session() {
+    let cfg = config(|s| {
+        s.max_message_size = Some(1024);
+        s.max_frame_size = Some(16 * 1024);
+    });
+    for (srv, cli) in runtimes(1) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut c = connect(&rt, addr, "/ws").await;
+            assert_ack(&c.join("r").await, "join");
+            // Between the two limits: nack too_large, the connection stays.
+            let data = "x".repeat(2000);
+            let reply = c.publish("r", "big", json!(data)).await;
+            assert_nack(&reply, "too_large", "above max_message_size");
+            // Above the WebSocket limit: close 1009.
+            let session = c.session();
+            let data = "x".repeat(20_000);
+            let huge = json!({"type": "publish", "room": "r", "id": "huge", "data": data});
+            let _ = c.send_json(&huge).await;
+            let info = c.closed().await;
+            assert_eq!(info.code, CloseCode(1009), "{srv:?}: {info:?}");
+            wait_metric(addr, "ws_detached_sessions", |v| v == 1);
+            let mut c = connect(&rt, addr, &format!("/ws?session={session}&last_seq=0")).await;
+            assert_eq!(c.next().await["type"], "resumed", "{srv:?}");
+            c.close().await;
+        });
+    }
+}
+
+#[test]
+fn a_clean_close_ends_the_session_unless_the_client_asks_to_keep_it() {
+    for (srv, cli) in runtimes(0) {
+        let server = start_hub(srv, ServerConfig::default());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            // 1000: the client is done; its session and room go at once.
+            let mut c = connect(&rt, addr, "/ws").await;
+            assert_ack(&c.join("r").await, "join");
+            let session = c.session();
+            c.close().await;
+            wait_metric(addr, "ws_connections", |v| v == 0);
+            assert_eq!(metric(addr, "ws_detached_sessions"), 0, "{srv:?}");
+            assert_eq!(metric(addr, "ws_rooms"), 0, "{srv:?}");
+            let target = format!("/ws?session={session}&last_seq=0");
+            let mut c = connect(&rt, addr, &target).await;
+            assert_eq!(c.next().await["reason"], "expired", "{srv:?}");
+            c.close().await;
+            wait_metric(addr, "ws_connections", |v| v == 0);
+
+            // 1000 with reason `keep-session`, and 1001: kept for resume.
+            for (code, reason) in [(1000, ws_hub::KEEP_SESSION), (1001, "page reload")] {
+                let mut c = connect(&rt, addr, "/ws").await;
+                assert_ack(&c.join("r").await, "join");
+                let session = c.session();
+                c.close_with(code, reason).await;
+                wait_metric(addr, "ws_detached_sessions", |v| v == 1);
+                let target = format!("/ws?session={session}&last_seq=0");
+                let mut c = connect(&rt, addr, &target).await;
+                assert_eq!(c.next().await["type"], "resumed", "{srv:?}: {code}");
+                c.close().await;
+                wait_metric(addr, "ws_detached_sessions", |v| v == 0);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_full_dedup_table_refuses_new_ids_and_keeps_protecting_old_ones() {
+    let cfg = config(|s| {
+        s.dedup_max_entries = Some(4);
+        s.dedup_per_publisher = Some(2);
+    });
+    for (srv, cli) in runtimes(1) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut cs = Vec::new();
+            for _ in 0..4 {
+                let mut c = connect(&rt, addr, "/ws").await;
+                assert_ack(&c.join("r").await, "join");
+                cs.push(c);
+            }
+            assert_ack(&cs[0].publish("r", "a1", json!(1)).await, "a1");
+            assert_ack(&cs[1].publish("r", "b1", json!(1)).await, "b1");
+            assert_ack(&cs[1].publish("r", "b2", json!(1)).await, "b2");
+            assert_ack(&cs[2].publish("r", "c1", json!(1)).await, "c1");
+            for (i, id) in [(2, "c2"), (3, "d1")] {
+                let reply = cs[i].publish("r", id, json!(1)).await;
+                assert_nack(&reply, "busy", id);
+            }
+            let again = cs[0].publish("r", "a1", json!(1)).await;
+            assert_eq!(again["duplicate"], true, "{srv:?}: {again}");
+            // Four messages reached everyone, the refused ones none.
+            let seen = cs[3].barrier().await;
+            let ids = message_ids(&seen);
+            assert_eq!(ids, ["a1", "b1", "b2", "c1"], "{srv:?}");
+        });
+    }
+    let bad = Settings {
+        dedup_max_entries: Some(4),
+        dedup_per_publisher: Some(5),
+        ..Settings::default()
+    };
+    let refused = ServerConfig::from_settings(&bad).expect_err("refused at start");
+    assert!(
+        refused.to_string().contains("dedup_per_publisher"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_full_server_closes_new_connections_with_1013_without_a_welcome() {
+    let cfg = config(|s| {
+        s.max_connections = Some(1);
+        s.close_timeout_ms = Some(200);
+    });
+    for (srv, cli) in runtimes(0) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let mut first = connect(&rt, addr, "/ws").await;
+            // The upgrade succeeds; then a close frame, and nothing else.
+            let mut tcp = raw_client(addr);
+            let frames = read_frames_until_eof(&mut tcp);
+            assert_eq!(frames.len(), 1, "{srv:?}: {frames:?}");
+            let (opcode, payload) = &frames[0];
+            assert_eq!(*opcode, 0x8, "{srv:?}: a close frame");
+            assert_eq!(close_code(payload), 1013, "{srv:?}");
+            assert_eq!(&payload[2..], b"server full", "{srv:?}");
+            assert_ack(
+                &first.join("r").await,
+                "the first connection is undisturbed",
+            );
+            first.close().await;
+        });
     }
 }

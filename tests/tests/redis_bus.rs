@@ -1,4 +1,4 @@
-//! The Redis bus (`ws_runtime_common::bus`) against a real `redis-server`
+//! The Redis bus (`ws_server::bus`) against a real `redis-server`
 //! started by each test on a free loopback port: two bus instances ("nodes")
 //! on either runtime exchange messages only while subscribed, survive Redis
 //! being killed, and resume after it restarts on the same port.
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
-use ws_runtime_common::bus::{BusCommand, BusStats, run_redis_bus};
-use ws_runtime_common::shutdown::Shutdown;
+use ws_server::bus::{BusCommand, BusStats, run_redis_bus};
+use ws_server::shutdown::Shutdown;
 use ws_tests::redis::RedisServer;
 use ws_tests::{Rt, on_runtime};
 
@@ -341,7 +341,7 @@ fn every_publish_is_accounted_for_across_a_kill() {
 /// The bus task can be handed to `Runtime::spawn` (which needs `Send`).
 #[test]
 fn the_bus_future_is_send() {
-    fn check<R: ws_runtime_common::Runtime>(rt: R) {
+    fn check<R: ws_server::ServerRuntime>(rt: R) {
         fn is_send<T: Send>(_: &T) {}
         let (_commands, commands_rx) = async_channel::bounded(1);
         let (incoming_tx, _incoming) = async_channel::bounded(1);

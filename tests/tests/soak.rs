@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ws_runtime_common::Runtime;
-use ws_runtime_common::server::{ServerConfig, Settings};
+use ws_async::Runtime;
+use ws_server::server::{ServerConfig, Settings};
 use ws_tests::hub_client::{HubClient, Recv, WAIT, metrics, sleep};
 use ws_tests::*;
 

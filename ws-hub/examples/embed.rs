@@ -112,6 +112,7 @@ fn unix_secs() -> u64 {
 /// when every sender of `inputs` is gone; returns the final metrics.
 fn run_hub(mut hub: Hub, inputs: Receiver<Input>) -> Metrics {
     let mut conns: HashMap<ConnId, Arc<Shared>> = HashMap::new();
+    let namespace = hub.config().anonymous_namespace();
     loop {
         let input = match hub.poll_timeout() {
             Some(at) => match inputs.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -140,6 +141,7 @@ fn run_hub(mut hub: Hub, inputs: Receiver<Input>) -> Metrics {
                     token: token.as_deref(),
                     remote_addr: Some(remote_addr),
                     now_unix_secs: unix_secs(),
+                    namespace: &namespace,
                 };
                 let identity = hub.authenticate(&request);
                 // The reader waits for this answer; it cannot be gone.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -22,6 +23,13 @@ pub struct AuthRequest<'a> {
     /// Current Unix time in seconds, read by the adapter (the hub reads no
     /// clocks); used to check token expiry.
     pub now_unix_secs: u64,
+    /// A string unique to this run of this node,
+    /// [`HubConfig::anonymous_namespace`](crate::HubConfig::anonymous_namespace).
+    /// The built-in authenticators name anonymous users
+    /// `anon-<namespace>-<conn>`, so that two nodes of a cluster (or two
+    /// runs of one node) never hand out the same anonymous name. Empty:
+    /// `anon-<conn>` (fine for a single node that never restarts).
+    pub namespace: &'a str,
 }
 
 /// Decides who a connection belongs to, before the WebSocket upgrade is
@@ -33,29 +41,43 @@ pub trait Authenticator: Send + Sync {
 }
 
 /// The default authenticator: everybody is an anonymous user named
-/// `anon-<conn>`. Adapters SHOULD NOT reuse [`ConnId`]s (a `u64` counter
-/// never wraps), or two anonymous users could share a name over time.
+/// `anon-<namespace>-<conn>` (see [`AuthRequest::namespace`]). Adapters
+/// SHOULD NOT reuse [`ConnId`]s (a `u64` counter never wraps), or two
+/// anonymous users could share a name over time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAnonymous;
 
 impl Authenticator for AllowAnonymous {
     fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
-        Ok(anonymous(req.conn))
+        Ok(anonymous(req))
     }
 }
 
-fn anonymous(conn: ConnId) -> Identity {
-    Identity::anonymous(format!("anon-{}", conn.0))
+/// `anon-<namespace>-<conn>`, or `anon-<conn>` without a namespace.
+fn anonymous(req: &AuthRequest<'_>) -> Identity {
+    if req.namespace.is_empty() {
+        Identity::anonymous(format!("anon-{}", req.conn.0))
+    } else {
+        Identity::anonymous(format!("anon-{}-{}", req.namespace, req.conn.0))
+    }
 }
+
+/// base64url that accepts the encoded parts with or without `=` padding.
+const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Shared-secret HMAC-SHA256 tokens: `<user>.<expiry>.<signature>`.
 ///
-/// `<user>` is the user id in unpadded base64url (so it may contain any
+/// `<user>` is the user id in base64url (so it may contain any
 /// character), `<expiry>` the expiry as decimal Unix seconds and
-/// `<signature>` the unpadded base64url HMAC-SHA256 of `<user>.<expiry>`
-/// under the shared secret. An application server mints tokens with
+/// `<signature>` the base64url HMAC-SHA256 of `<user>.<expiry>` (exactly
+/// as it appears in the token) under the shared secret. Both base64url
+/// parts may be written with or without `=` padding; [`issue`](Self::issue)
+/// writes them unpadded. An application server mints tokens with
 /// [`HmacTokenAuth::issue`] (or any HMAC library); the hub verifies them in
 /// constant time.
 #[derive(Clone)]
@@ -110,7 +132,7 @@ impl HmacTokenAuth {
     pub fn verify(&self, token: &str, now_unix_secs: u64) -> Result<UserId, AuthError> {
         let (signed, sig) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let (user_b64, expiry) = signed.split_once('.').ok_or(AuthError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD
+        let sig = URL_SAFE_ANY_PAD
             .decode(sig)
             .map_err(|_| AuthError::Malformed)?;
         let mac = self.mac(signed).ok_or(AuthError::BadSignature)?;
@@ -120,7 +142,7 @@ impl HmacTokenAuth {
         if now_unix_secs >= expiry {
             return Err(AuthError::Expired);
         }
-        let user = URL_SAFE_NO_PAD
+        let user = URL_SAFE_ANY_PAD
             .decode(user_b64)
             .map_err(|_| AuthError::Malformed)?;
         let user = String::from_utf8(user).map_err(|_| AuthError::Malformed)?;
@@ -138,7 +160,7 @@ impl Authenticator for HmacTokenAuth {
                 user,
                 anonymous: false,
             }),
-            None if self.allow_anonymous => Ok(anonymous(req.conn)),
+            None if self.allow_anonymous => Ok(anonymous(req)),
             None => Err(AuthError::MissingToken),
         }
     }
@@ -188,6 +210,7 @@ mod tests {
             token,
             remote_addr: None,
             now_unix_secs: now,
+            namespace: "",
         }
     }
 
@@ -195,6 +218,46 @@ mod tests {
     fn anonymous_default() {
         let id = AllowAnonymous.authenticate(&req(Some("x"), 0)).ok();
         assert_eq!(id, Some(Identity::anonymous("anon-7")));
+        // With a namespace, the same connection number on another node (or
+        // another run) is another user.
+        let on = |namespace| AuthRequest {
+            namespace,
+            ..req(None, 0)
+        };
+        let a = AllowAnonymous.authenticate(&on("node-a-0000002a")).ok();
+        let b = AllowAnonymous.authenticate(&on("node-b-0000002a")).ok();
+        assert_eq!(a, Some(Identity::anonymous("anon-node-a-0000002a-7")));
+        assert_ne!(a, b);
+        let hmac = HmacTokenAuth::new(b"s".to_vec()).allow_anonymous(true);
+        assert_eq!(
+            hmac.authenticate(&on("n-1")).ok(),
+            Some(Identity::anonymous("anon-n-1-7"))
+        );
+    }
+
+    #[test]
+    fn padded_and_unpadded_tokens_are_both_accepted() {
+        let a = HmacTokenAuth::new(b"secret".to_vec());
+        // "alice" and the 32-byte MAC both need padding in base64url.
+        let user = base64::engine::general_purpose::URL_SAFE.encode("alice");
+        assert!(user.ends_with('='));
+        let signed = format!("{user}.1000");
+        let mac = a.mac(&signed).unwrap();
+        let sig = base64::engine::general_purpose::URL_SAFE.encode(mac.finalize().into_bytes());
+        assert!(sig.ends_with('='));
+        let padded = format!("{signed}.{sig}");
+        assert_eq!(a.verify(&padded, 999), Ok(UserId::new("alice")));
+        // Unpadded signature over the padded user part: also fine.
+        let unpadded_sig = padded.trim_end_matches('=');
+        assert_eq!(a.verify(unpadded_sig, 999), Ok(UserId::new("alice")));
+        // The issued (unpadded) form keeps working.
+        assert_eq!(
+            a.verify(&a.issue("alice", 1000), 999),
+            Ok(UserId::new("alice"))
+        );
+        // Padding is not a way around the signature.
+        let forged = padded.replacen(".1000.", ".9999.", 1);
+        assert_eq!(a.verify(&forged, 0), Err(AuthError::BadSignature));
     }
 
     #[test]

@@ -14,22 +14,26 @@ use crate::id::{ConnId, Identity};
 pub struct ResumeRequest {
     /// The session id from the earlier `welcome`.
     pub session: String,
-    /// The highest `seq` the client received (0 if none).
-    pub last_seq: u64,
+    /// The highest `seq` the client received (0 if none, or if the query
+    /// had no `last_seq`); `None` if `last_seq` was given but is not a
+    /// decimal number from 0 to 2^64-1, which the hub answers with
+    /// `resume_failed` `invalid_seq`.
+    pub last_seq: Option<u64>,
 }
 
 impl ResumeRequest {
     /// Extracts `session` and `last_seq` (default 0) from a query string
-    /// (with or without the leading `?`). Session ids are base64url, so no
-    /// percent-decoding is needed.
+    /// (with or without the leading `?`); `None` without a `session`
+    /// parameter. An empty or malformed session id or `last_seq` still
+    /// makes a request, so that the client is told `resume_failed`
+    /// instead of silently getting a new session. Session ids are
+    /// base64url, so no percent-decoding is needed.
     pub fn from_query(query: &str) -> Option<Self> {
         let session = query_param(query, "session")?;
-        if session.is_empty() {
-            return None;
-        }
         let last_seq = match query_param(query, "last_seq") {
-            Some(s) => s.parse().ok()?,
-            None => 0,
+            Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+            Some(_) => None,
+            None => Some(0),
         };
         Some(Self {
             session: session.to_owned(),
@@ -83,9 +87,24 @@ pub enum Command {
         /// The connection.
         conn: ConnId,
     },
+    /// The client sent a close frame and the close handshake completed;
+    /// sent just before [`Disconnected`](Command::Disconnected). A close
+    /// with code 1000 or with no code (1005) means the client is done: the
+    /// session is discarded at `Disconnected` instead of being kept for
+    /// resume, unless `reason` is [`KEEP_SESSION`](crate::KEEP_SESSION).
+    /// Any other code keeps the session. A no-op for unknown connections.
+    ClientClosed {
+        /// The connection.
+        conn: ConnId,
+        /// The client's close code (1005 when its close frame had none).
+        code: u16,
+        /// The client's close reason.
+        reason: String,
+    },
     /// The connection is gone (closed by the peer, an IO error, or after an
     /// [`Action::Close`](crate::Action::Close)). Its session is kept for
-    /// resume. A no-op for unknown connections.
+    /// resume, unless [`ClientClosed`](Command::ClientClosed) said the
+    /// client was done. A no-op for unknown connections.
     Disconnected {
         /// The connection.
         conn: ConnId,
@@ -114,14 +133,25 @@ mod tests {
             ResumeRequest::from_query("?token=x&session=abc&last_seq=12"),
             Some(ResumeRequest {
                 session: "abc".into(),
-                last_seq: 12
+                last_seq: Some(12)
             })
         );
         assert_eq!(
             ResumeRequest::from_query("session=abc").map(|r| r.last_seq),
-            Some(0)
+            Some(Some(0))
         );
-        assert_eq!(ResumeRequest::from_query("session=abc&last_seq=x"), None);
+        for bad in ["x", "-1", "+1", "", "1.5", "18446744073709551616"] {
+            let q = format!("session=abc&last_seq={bad}");
+            assert_eq!(
+                ResumeRequest::from_query(&q).map(|r| r.last_seq),
+                Some(None),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            ResumeRequest::from_query("session=&last_seq=1").map(|r| r.session),
+            Some(String::new())
+        );
         assert_eq!(ResumeRequest::from_query("token=1"), None);
         assert_eq!(query_param("a&b=2", "a"), Some(""));
         assert_eq!(query_param("", "a"), None);

@@ -24,8 +24,11 @@ pub struct HubConfig {
     /// only fit for tests: an adapter MUST fill it from the OS random source
     /// (the same key on every node lets nodes recognise each other's ids).
     pub session_key: [u8; 32],
-    /// Distinguishes runs of the hub (session ids of an earlier run are
-    /// reported `expired`). Default 0; an adapter SHOULD pass a random value.
+    /// Distinguishes runs of the hub (session ids of an earlier run under
+    /// the same `session_key` are reported `expired`; under another key
+    /// they are `unknown`) and is part of
+    /// [`anonymous_namespace`](Self::anonymous_namespace). Default 0; an
+    /// adapter SHOULD pass a random value.
     pub session_seed: u64,
     /// Send a ping when a connection has been quiet this long. Default 30 s.
     pub ping_interval: Duration,
@@ -45,13 +48,15 @@ pub struct HubConfig {
     /// Maximum length in bytes of a room name, message id or user name in a
     /// request. Default 128.
     pub max_name_len: usize,
-    /// Token-bucket refill rate for requests (join, leave, publish, send,
-    /// broadcast) per connection. Default 50/s.
+    /// Token-bucket refill rate per connection. Every client message but a
+    /// delivery `ack` takes a token; a request over the limit is nacked
+    /// `rate_limited` (a violation), a `ping` or `configure` over it is
+    /// dropped unanswered (not a violation). Default 50/s.
     pub rate_per_sec: u32,
     /// Token-bucket size (burst). Default 100.
     pub rate_burst: u32,
     /// A connection with more than this many violations (malformed or
-    /// refused input, binary messages, rate-limit hits) within
+    /// oversized input, binary messages, rate-limited requests) within
     /// `violation_window` is closed with 1008. Default 20.
     pub max_violations: usize,
     /// See `max_violations`. Default 60 s.
@@ -60,9 +65,15 @@ pub struct HubConfig {
     pub dedup_window: Duration,
     /// Ids remembered per publisher (LRU). Default 1024.
     pub dedup_per_publisher: usize,
-    /// Ids remembered in total. Default 262,144.
+    /// Ids remembered in total. When this many ids are inside their window,
+    /// a new publish is refused (`nack` `busy`) rather than evicting
+    /// another publisher's ids early. Must be at least
+    /// `dedup_per_publisher`. Default 262,144.
     pub dedup_max_entries: usize,
-    /// How long a detached session is kept for resume. Default 120 s.
+    /// How long a detached session is kept for resume (`retention_ms` in
+    /// `welcome`). Sessions of clients that closed with 1000 or no code are
+    /// not kept (see [`Command::ClientClosed`](crate::Command::ClientClosed)).
+    /// Default 120 s.
     pub session_retention: Duration,
     /// Detached sessions kept at most; beyond this a dropped connection's
     /// session is discarded at once. Default 100,000.
@@ -121,6 +132,14 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// What adapters pass as [`AuthRequest::namespace`](crate::AuthRequest::namespace):
+    /// `<node_id>-<8 hex digits of session_seed>`, unique to this run of
+    /// this node (node ids are unique in a cluster, the seed is random per
+    /// run), so anonymous names never collide across nodes or restarts.
+    pub fn anonymous_namespace(&self) -> String {
+        format!("{}-{:08x}", self.node_id, self.session_seed & 0xffff_ffff)
+    }
+
     /// Checks that the configuration can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.is_empty() || self.node_id.len() > 64 {

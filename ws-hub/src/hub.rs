@@ -12,7 +12,7 @@ use crate::auth::{AllowAll, AllowAnonymous, AuthRequest, Authenticator, Authoris
 use crate::bus::{BusMessage, BusTarget};
 use crate::command::{Command, ResumeRequest};
 use crate::config::HubConfig;
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, Seen};
 use crate::error::{AuthError, ConfigError};
 use crate::heartbeat::{Timer, TimerSet};
 use crate::id::{ConnId, Identity, RoomName, UserId};
@@ -33,6 +33,13 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// Close code 1013: try again later (server full, slow consumer).
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code 1005: the peer's close frame carried no code.
+const CLOSE_NO_STATUS: u16 = 1005;
+
+/// The close reason with which a client closing with 1000 (or no code)
+/// asks the hub to keep its session for resume; see
+/// [`Command::ClientClosed`].
+pub const KEEP_SESSION: &str = "keep-session";
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -45,6 +52,9 @@ struct Conn {
     last_message: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
+    /// The client closed cleanly and is done: discard its session on
+    /// `Disconnected` instead of keeping it for resume.
+    done: bool,
 }
 
 /// Action queue plus counters: everything output-side.
@@ -271,7 +281,16 @@ impl Hub {
                     c.last_activity = now;
                 }
             }
-            Command::Disconnected { conn } => self.detach(now, conn, true),
+            Command::ClientClosed { conn, code, reason } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.done =
+                        matches!(code, CLOSE_NORMAL | CLOSE_NO_STATUS) && reason != KEEP_SESSION;
+                }
+            }
+            Command::Disconnected { conn } => {
+                let retain = !self.conns.get(&conn).is_some_and(|c| c.done);
+                self.detach(now, conn, retain);
+            }
             Command::Overflowed { conn } => {
                 if self.conns.contains_key(&conn) {
                     self.out.metrics.slow_consumer_disconnects += 1;
@@ -331,6 +350,7 @@ impl Hub {
                     self.config.max_violations,
                     self.config.violation_window,
                 ),
+                done: false,
             },
         );
         self.out.metrics.connections_total += 1;
@@ -392,16 +412,17 @@ impl Hub {
             }
             Some((req, Ok((_, true)))) => {
                 out.metrics.resumes_ok += 1;
+                let last_seq = req.last_seq.unwrap_or_default();
                 let replay: Vec<(u64, Payload)> = s
                     .replay
-                    .after(req.last_seq)
+                    .after(last_seq)
                     .map(|it| it.map(|(seq, p)| (seq, p.clone())).collect())
                     .unwrap_or_default();
                 out.send(
                     conn,
                     &ServerMessage::Resumed {
                         session: s.id.as_str(),
-                        last_seq: req.last_seq,
+                        last_seq,
                         replayed: replay.len() as u64,
                     },
                 );
@@ -433,6 +454,9 @@ impl Hub {
         identity: &Identity,
         req: &ResumeRequest,
     ) -> Result<(SessionKey, bool), ResumeFailure> {
+        let Some(last_seq) = req.last_seq else {
+            return Err(ResumeFailure::InvalidSeq);
+        };
         let key = match self.minter.parse(&req.session) {
             ParsedSession::Ours(key) => key,
             ParsedSession::Foreign => return Err(ResumeFailure::Expired),
@@ -444,10 +468,10 @@ impl Hub {
         if !s.anonymous && (identity.anonymous || identity.user != s.user) {
             return Err(ResumeFailure::Forbidden);
         }
-        if req.last_seq > s.last_seq() {
+        if last_seq > s.last_seq() {
             return Err(ResumeFailure::InvalidSeq);
         }
-        let complete = s.replay.after(req.last_seq).is_some();
+        let complete = s.replay.after(last_seq).is_some();
         if let Some(old) = s.conn {
             // Hand the session over: the old connection goes, the session
             // stays (it is never counted as detached, so the detached-session
@@ -703,7 +727,7 @@ impl Hub {
         };
         if too_large {
             match msg.op() {
-                Some(op) => self.nack(conn, op, msg.id(), None, NackReason::TooLarge),
+                Some(op) => self.nack(conn, op, msg.id(), msg.room(), NackReason::TooLarge),
                 None => self.out.error(
                     conn,
                     ErrorCode::TooLarge,
@@ -721,11 +745,17 @@ impl Hub {
                 .get_mut(&conn)
                 .is_some_and(|c| c.bucket.try_take(now));
             if !allowed {
-                if let Some(op) = msg.op() {
-                    self.nack(conn, op, msg.id(), None, NackReason::RateLimited);
+                match msg.op() {
+                    Some(op) => {
+                        let room = msg.room().filter(|r| self.valid_name(r));
+                        self.nack(conn, op, msg.id(), room, NackReason::RateLimited);
+                        self.violation(now, conn);
+                    }
+                    // Pings and configures over the limit are dropped
+                    // unanswered; they are not violations (a fast
+                    // application heartbeat must not cost the session).
+                    None => self.out.metrics.dropped_over_rate += 1,
                 }
-                // Pings and configures over the limit get no answer.
-                self.violation(now, conn);
                 return;
             }
         }
@@ -827,7 +857,10 @@ impl Hub {
         id: Option<&str>,
     ) -> Option<SessionKey> {
         if !self.valid_name(room) || id.is_some_and(|i| !self.valid_name(i)) {
-            self.bad_request(now, conn, op, id);
+            let room = Some(room).filter(|r| self.valid_name(r));
+            let id = id.filter(|i| self.valid_name(i));
+            self.nack(conn, op, id, room, NackReason::BadRequest);
+            self.violation(now, conn);
             return None;
         }
         self.conns.get(&conn).map(|c| c.session)
@@ -905,7 +938,14 @@ impl Hub {
         let Some(from) = self.user(conn).cloned() else {
             return;
         };
-        let duplicate = self.dedup.check_and_insert(now, &from, id);
+        let duplicate = match self.dedup.check_and_insert(now, &from, id) {
+            Seen::New => false,
+            Seen::Duplicate => true,
+            Seen::Full => {
+                self.nack(conn, op, Some(id), None, NackReason::Busy);
+                return;
+            }
+        };
         self.out.send(
             conn,
             &ServerMessage::Ack {
@@ -993,9 +1033,14 @@ impl Hub {
             self.out.metrics.bus_echoes_ignored += 1;
             return;
         }
-        if self.dedup.check_and_insert(now, &msg.from, &msg.id) {
-            self.out.metrics.duplicates_suppressed += 1;
-            return;
+        match self.dedup.check_and_insert(now, &msg.from, &msg.id) {
+            Seen::New => {}
+            Seen::Duplicate => {
+                self.out.metrics.duplicates_suppressed += 1;
+                return;
+            }
+            // The other node accepted it; deliver it, unprotected.
+            Seen::Full => self.out.metrics.dedup_full_bus += 1,
         }
         let body = message_body(&msg.target, &msg.id, &msg.from, &msg.data);
         self.fan_out(now, &msg.target, &body);

@@ -22,6 +22,8 @@ pub struct NackCounts {
     pub bad_request: u64,
     /// `too_many_rooms`.
     pub too_many_rooms: u64,
+    /// `busy`.
+    pub busy: u64,
 }
 
 impl NackCounts {
@@ -35,6 +37,7 @@ impl NackCounts {
             NackReason::Forbidden => &mut self.forbidden,
             NackReason::BadRequest => &mut self.bad_request,
             NackReason::TooManyRooms => &mut self.too_many_rooms,
+            NackReason::Busy => &mut self.busy,
         };
         *c += 1;
     }
@@ -49,6 +52,7 @@ impl NackCounts {
             + self.forbidden
             + self.bad_request
             + self.too_many_rooms
+            + self.busy
     }
 }
 
@@ -104,6 +108,11 @@ pub struct Metrics {
     pub protocol_errors: u64,
     /// Nacks by reason.
     pub nacks: NackCounts,
+    /// `ping`s and `configure`s over the rate limit, dropped unanswered.
+    pub dropped_over_rate: u64,
+    /// Bus messages delivered without being recorded for de-duplication
+    /// because the de-dup table was full.
+    pub dedup_full_bus: u64,
     /// Bus messages published.
     pub bus_out: u64,
     /// Bus messages received (including ignored ones).

@@ -37,6 +37,9 @@ pub enum NackReason {
     BadRequest,
     /// Join beyond `max_rooms_per_conn`.
     TooManyRooms,
+    /// The de-dup table is full (`dedup_max_entries` ids inside their
+    /// window); the message was not delivered. Retry later.
+    Busy,
 }
 
 impl NackReason {
@@ -51,6 +54,7 @@ impl NackReason {
             Self::Forbidden => "forbidden",
             Self::BadRequest => "bad_request",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Busy => "busy",
         }
     }
 }
@@ -79,20 +83,25 @@ pub enum ErrorCode {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ResumeFailure {
-    /// The session existed but its retention time is over (or it belonged
-    /// to an earlier run of this node). A new session was started.
+    /// The session existed but is gone: its retention time is over, it was
+    /// discarded (a clean close, a 1008 close, the detached-session bound),
+    /// or it belonged to an earlier run of the hub under the same
+    /// `session_key`. A new session was started.
     Expired,
     /// The session was kept, but messages after `last_seq` were evicted
     /// from its bounded buffer: the client missed some and must resync.
-    /// The session (rooms, sequence numbers) continues.
+    /// Nothing is replayed; the session (rooms, sequence numbers)
+    /// continues with live messages.
     Overflow,
-    /// The session id is not one this node issued. A new session was
-    /// started.
+    /// The session id is not one this hub can verify: mistyped or forged,
+    /// issued by another node, or issued before a restart of a server that
+    /// draws a new `session_key` per run (as the `serve` command does). A
+    /// new session was started.
     Unknown,
     /// The session belongs to another user. A new session was started.
     Forbidden,
-    /// `last_seq` is beyond anything the session was sent. A new session
-    /// was started.
+    /// `last_seq` is beyond anything the session was sent, or is not a
+    /// decimal number. A new session was started.
     InvalidSeq,
 }
 
@@ -153,6 +162,14 @@ impl ClientMessage<'_> {
             Self::Send { .. } => Some(Op::Send),
             Self::Broadcast { .. } => Some(Op::Broadcast),
             Self::Ack { .. } | Self::Configure { .. } | Self::Ping { .. } => None,
+        }
+    }
+
+    /// The room a join or leave names (echoed in its ack or nack).
+    pub(crate) fn room(&self) -> Option<&str> {
+        match self {
+            Self::Join { room, .. } | Self::Leave { room, .. } => Some(room),
+            _ => None,
         }
     }
 

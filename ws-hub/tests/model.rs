@@ -51,6 +51,9 @@ enum Op {
         msg: Msg,
     },
     Disconnect(u8),
+    /// A close frame from the client (1000, 1000 keep-session, 1005,
+    /// 1001), then the disconnect.
+    ClientClose(u8, u8),
     Activity(u8),
     Overflow(u8),
     Advance(u16),
@@ -83,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, session, user_ok, seq_mode)| Op::Resume { slot, session, user_ok, seq_mode }),
         12 => (0..6u8, msg()).prop_map(|(slot, msg)| Op::Send { slot, msg }),
         2 => (0..6u8).prop_map(Op::Disconnect),
+        1 => (0..6u8, 0..4u8).prop_map(|(slot, how)| Op::ClientClose(slot, how)),
         2 => (0..6u8).prop_map(Op::Activity),
         1 => (0..6u8).prop_map(Op::Overflow),
         3 => (0..200u16).prop_map(Op::Advance),
@@ -309,7 +313,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         remote_addr: None,
                         resume: Some(ResumeRequest {
                             session: sid,
-                            last_seq,
+                            last_seq: Some(last_seq),
                         }),
                     },
                 );
@@ -375,6 +379,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     c.closed.insert(conn);
                 }
                 hub.handle(now, Command::Disconnected { conn: ConnId(conn) });
+            }
+            Op::ClientClose(slot, how) => {
+                let conn = slot_conn(&c, slot);
+                if c.open.remove(&conn).is_some() {
+                    c.closed.insert(conn);
+                }
+                let (code, reason) = [
+                    (1000, "bye"),
+                    (1000, ws_hub::KEEP_SESSION),
+                    (1005, ""),
+                    (1001, ""),
+                ][usize::from(how)];
+                let conn = ConnId(conn);
+                let reason = reason.to_owned();
+                hub.handle(now, Command::ClientClosed { conn, code, reason });
+                hub.handle(now, Command::Disconnected { conn });
             }
             Op::Activity(slot) => hub.handle(
                 now,

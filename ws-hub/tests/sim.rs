@@ -670,7 +670,7 @@ fn anonymous_sessions_are_bearer_resumable() {
         remote_addr: None,
         resume: Some(ws_hub::ResumeRequest {
             session: sid,
-            last_seq: 0,
+            last_seq: Some(0),
         }),
     });
     assert!(out[1].contains(r#""type":"resumed""#), "{out:?}");
@@ -813,6 +813,7 @@ fn hub_runs_the_authenticator() {
         token,
         remote_addr: None,
         now_unix_secs: 1000,
+        namespace: "",
     };
     assert_eq!(
         hub.authenticate(&req(Some(&token))),
@@ -849,4 +850,187 @@ fn timers_scale_to_many_connections() {
         .count();
     assert_eq!(pings, n as usize);
     assert_eq!(s.hub.poll_timeout(), Some(s.t0 + secs(60)));
+}
+
+#[test]
+fn pings_over_the_rate_are_dropped_and_are_not_violations() {
+    // Issue 16: 20 pings with burst 10 and max_violations 5 used to close
+    // the connection with 1008.
+    let mut s = Sim::new(HubConfig {
+        rate_per_sec: 5,
+        rate_burst: 10,
+        max_violations: 5,
+        ..quiet_config()
+    });
+    s.connect(1, "alice");
+    let mut pongs = 0;
+    for i in 0..20 {
+        let out = s.send(1, &format!(r#"{{"type":"ping","id":"p{i}"}}"#));
+        assert!(out.iter().all(|l| !l.contains("close")), "{out:?}");
+        pongs += out.len();
+    }
+    assert_eq!(pongs, 10);
+    // Configures over the limit are dropped the same way.
+    assert_eq!(
+        s.send(1, r#"{"type":"configure","delivery_acks":false}"#),
+        Vec::<String>::new()
+    );
+    assert!(s.hub.is_connected(ConnId(1)));
+    let m = s.hub.metrics();
+    assert_eq!((m.dropped_over_rate, m.abuse_closes), (11, 0));
+    // Requests over the limit still are violations.
+    let mut closed = false;
+    for i in 0..10 {
+        let out = s.send(1, &join(&format!("r{i}")));
+        closed |= out.iter().any(|l| l.contains("close 1 1008"));
+    }
+    assert!(closed);
+}
+
+#[test]
+fn rate_limited_join_and_leave_nacks_carry_room_and_id() {
+    let mut s = Sim::new(HubConfig {
+        rate_per_sec: 1,
+        rate_burst: 1,
+        ..quiet_config()
+    });
+    s.connect(1, "alice");
+    assert_eq!(s.send(1, &join("a")), [join_ack(1, "a")]);
+    assert_eq!(
+        s.send(1, r#"{"type":"join","room":"b","id":"j2"}"#),
+        [r#"1 <- {"type":"nack","op":"join","id":"j2","room":"b","reason":"rate_limited"}"#]
+    );
+    assert_eq!(
+        s.send(1, r#"{"type":"leave","room":"a"}"#),
+        [r#"1 <- {"type":"nack","op":"leave","room":"a","reason":"rate_limited"}"#]
+    );
+}
+
+#[test]
+fn a_bad_last_seq_is_answered_invalid_seq() {
+    let mut s = Sim::new(quiet_config());
+    s.connect(1, "bob");
+    let sid = s.session(1);
+    s.disconnect(1);
+    for query in [
+        format!("session={sid}&last_seq=abc"),
+        format!("session={sid}&last_seq=-1"),
+    ] {
+        let out = s.cmd(Command::Connected {
+            conn: ConnId(2),
+            identity: Identity::user("bob"),
+            remote_addr: None,
+            resume: ws_hub::ResumeRequest::from_query(&query),
+        });
+        assert_eq!(out.len(), 2, "{query}: {out:?}");
+        assert!(
+            out[1].contains(r#""type":"resume_failed","reason":"invalid_seq""#),
+            "{query}: {out:?}"
+        );
+        s.disconnect(2);
+    }
+    // An empty session id is answered too (`unknown`).
+    let out = s.cmd(Command::Connected {
+        conn: ConnId(3),
+        identity: Identity::user("bob"),
+        remote_addr: None,
+        resume: ws_hub::ResumeRequest::from_query("session=&last_seq=1"),
+    });
+    assert!(out[1].contains(r#""reason":"unknown""#), "{out:?}");
+    // The detached session was not disturbed by the failed attempts.
+    let out = s.resume(4, "bob", &sid, 0);
+    assert!(out[1].contains(r#""type":"resumed""#), "{out:?}");
+}
+
+#[test]
+fn a_clean_close_discards_the_session_unless_asked_to_keep_it() {
+    let mut s = Sim::new(quiet_config());
+    let closed = |s: &mut Sim, conn: u64, code: u16, reason: &str| {
+        s.cmd(Command::ClientClosed {
+            conn: ConnId(conn),
+            code,
+            reason: reason.into(),
+        });
+        s.disconnect(conn);
+    };
+    // 1000 and "no code" (1005): the client is done.
+    for (conn, code) in [(1, 1000), (2, 1005)] {
+        s.connect(conn, "alice");
+        s.send(conn, &join("r"));
+        let sid = s.session(conn);
+        closed(&mut s, conn, code, "bye");
+        let m = s.hub.metrics();
+        assert_eq!((m.sessions, m.detached_sessions, m.rooms), (0, 0, 0));
+        let out = s.resume(10 + conn, "alice", &sid, 0);
+        assert!(out[1].contains(r#""reason":"expired""#), "{out:?}");
+        s.disconnect(10 + conn);
+        s.advance_with(secs(121), answer_pings);
+    }
+    // 1000 with the keep-session reason, 1001 (a page going away) and an
+    // abrupt end keep the session.
+    for (conn, code, reason) in [(3, 1000, ws_hub::KEEP_SESSION), (4, 1001, ""), (5, 0, "")] {
+        s.connect(conn, "alice");
+        s.send(conn, &join("r"));
+        let sid = s.session(conn);
+        if code == 0 {
+            s.disconnect(conn);
+        } else {
+            closed(&mut s, conn, code, reason);
+        }
+        assert_eq!(s.hub.metrics().detached_sessions, 1, "{code} {reason}");
+        let out = s.resume(10 + conn, "alice", &sid, 0);
+        assert!(out[1].contains(r#""type":"resumed""#), "{out:?}");
+        s.disconnect(10 + conn);
+        s.advance_with(secs(121), answer_pings);
+    }
+    s.hub.check_invariants().unwrap();
+}
+
+#[test]
+fn a_full_dedup_table_refuses_new_ids_instead_of_evicting_others() {
+    // Issue 16: with max 4 and 2 per publisher, other publishers' ids used
+    // to evict alice's id, and her repeat was delivered again.
+    let mut s = Sim::new(HubConfig {
+        dedup_max_entries: 4,
+        dedup_per_publisher: 2,
+        ..quiet_config()
+    });
+    for (c, u) in [(1, "alice"), (2, "bob"), (3, "carol"), (4, "dave")] {
+        s.connect(c, u);
+        s.send(c, &join("r"));
+    }
+    assert_eq!(s.send(1, &publish("r", "a1", "1")).len(), 5);
+    for (c, id) in [(2, "b1"), (2, "b2"), (3, "c1")] {
+        assert_eq!(s.send(c, &publish("r", id, "1")).len(), 5);
+    }
+    // Full: new ids of others are refused, not delivered.
+    for (c, id) in [(3, "c2"), (4, "d1")] {
+        let refused = nack(c, "publish", id, "busy");
+        assert_eq!(s.send(c, &publish("r", id, "1")), [refused]);
+    }
+    // Alice's repeat is still a duplicate.
+    assert_eq!(
+        s.send(1, &publish("r", "a1", "1")),
+        [r#"1 <- {"type":"ack","op":"publish","id":"a1","duplicate":true}"#]
+    );
+    // Bob, at his own bound, replaces his own oldest id.
+    assert_eq!(s.send(2, &publish("r", "b3", "1")).len(), 5);
+    // After the window, everyone can publish again.
+    s.advance_with(secs(30), answer_pings);
+    assert_eq!(s.send(4, &publish("r", "d1", "1")).len(), 5);
+    assert_eq!(s.hub.metrics().nacks.busy, 2);
+    s.hub.check_invariants().unwrap();
+}
+
+#[test]
+fn dedup_per_publisher_above_the_total_is_refused_at_start() {
+    let bad = HubConfig {
+        dedup_max_entries: 4,
+        dedup_per_publisher: 5,
+        ..quiet_config()
+    };
+    assert_eq!(
+        Hub::with_defaults(bad).err(),
+        Some(ConfigError::DedupBounds)
+    );
 }

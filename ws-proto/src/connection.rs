@@ -59,6 +59,27 @@ enum Phase {
     Closed,
 }
 
+/// How far `Connection::read_frames` decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// Until a frame produces an event (the normal read path).
+    UntilEvent,
+    /// Every complete frame in the buffer (at end of stream, where frames
+    /// that arrived whole still count).
+    All,
+}
+
+/// Whether `Connection::fail` answers on the wire before closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Tell the peer: a close frame with the matching code once open, an
+    /// HTTP error response while awaiting the request.
+    Tell,
+    /// Close without a word (the peer is gone or timed out, or there is
+    /// nothing to answer).
+    Silent,
+}
+
 struct PendingRequest {
     accept: Result<String, HandshakeError>,
     protocols: Vec<String>,
@@ -337,7 +358,7 @@ impl Connection {
         match &self.phase {
             Phase::AwaitRequest => self.read_request(),
             Phase::AwaitResponse(_) => self.read_response(),
-            Phase::Open | Phase::CloseSent => self.read_frames(false),
+            Phase::Open | Phase::CloseSent => self.read_frames(Decode::UntilEvent),
             Phase::AwaitAnswer(_) => {}
             Phase::Closed => self.read.clear(),
         }
@@ -348,11 +369,11 @@ impl Connection {
         match self.phase {
             Phase::Closed => {}
             Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
-                self.fail(HandshakeError::Eof.into(), false);
+                self.fail(HandshakeError::Eof.into(), Answer::Silent);
             }
             Phase::Open | Phase::CloseSent => {
                 // Frames that arrived complete before the end still count.
-                self.read_frames(true);
+                self.read_frames(Decode::All);
                 if !self.is_closed() {
                     self.finish(CloseCode::ABNORMAL, String::new(), false);
                 }
@@ -368,9 +389,9 @@ impl Connection {
         self.deadline = None;
         match self.phase {
             Phase::AwaitRequest | Phase::AwaitAnswer(_) | Phase::AwaitResponse(_) => {
-                self.fail(HandshakeError::Timeout.into(), false);
+                self.fail(HandshakeError::Timeout.into(), Answer::Silent);
             }
-            Phase::CloseSent => self.fail(Error::CloseTimeout, false),
+            Phase::CloseSent => self.fail(Error::CloseTimeout, Answer::Silent),
             Phase::Open | Phase::Closed => {}
         }
     }
@@ -406,7 +427,7 @@ impl Connection {
         self.out.push_shared(&Bytes::from(head));
         self.phase = Phase::Open;
         self.deadline = None;
-        self.read_frames(false);
+        self.read_frames(Decode::UntilEvent);
         Ok(())
     }
 
@@ -627,7 +648,7 @@ impl Connection {
     /// `poll_transmit` after draining events.
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
-            self.read_frames(false);
+            self.read_frames(Decode::UntilEvent);
         }
         self.events.pop()
     }
@@ -649,12 +670,12 @@ impl Connection {
         let Some(end) = find_head_end(&self.read, self.scanned) else {
             self.scanned = self.read.len();
             if self.read.len() > limit {
-                self.fail(HandshakeError::HeadTooLarge { limit }.into(), true);
+                self.fail(HandshakeError::HeadTooLarge { limit }.into(), Answer::Tell);
             }
             return;
         };
         if end > limit {
-            self.fail(HandshakeError::HeadTooLarge { limit }.into(), true);
+            self.fail(HandshakeError::HeadTooLarge { limit }.into(), Answer::Tell);
             return;
         }
         match Request::parse(&self.read[..end], self.config.max_headers, limit) {
@@ -676,9 +697,9 @@ impl Connection {
             // The head ends at `end`, so httparse cannot want more.
             Ok(None) => self.fail(
                 HandshakeError::MalformedHttp("incomplete head".into()).into(),
-                true,
+                Answer::Tell,
             ),
-            Err(e) => self.fail(e.into(), true),
+            Err(e) => self.fail(e.into(), Answer::Tell),
         }
     }
 
@@ -690,7 +711,10 @@ impl Connection {
         let Some(end) = find_head_end(&self.read, self.scanned) else {
             self.scanned = self.read.len();
             if self.read.len() > limit {
-                self.fail(HandshakeError::HeadTooLarge { limit }.into(), false);
+                self.fail(
+                    HandshakeError::HeadTooLarge { limit }.into(),
+                    Answer::Silent,
+                );
             }
             return;
         };
@@ -714,23 +738,23 @@ impl Connection {
                 self.phase = Phase::Open;
                 self.deadline = None;
                 self.events.push(Event::Accepted(Box::new(response)));
-                self.read_frames(false);
+                self.read_frames(Decode::UntilEvent);
             }
             Ok(None) => self.fail(
                 HandshakeError::MalformedHttp("incomplete head".into()).into(),
-                false,
+                Answer::Silent,
             ),
-            Err(e) => self.fail(e.into(), false),
+            Err(e) => self.fail(e.into(), Answer::Silent),
         }
     }
 
-    /// Decodes frames until one produces an event (or, when `eager`, until
-    /// the buffer holds no complete frame). Decoding lazily, one event at a
-    /// time, keeps the application's replies to earlier messages ahead of
-    /// the close frame that a later violation in the same read triggers.
-    fn read_frames(&mut self, eager: bool) {
+    /// Decodes frames as far as `how` says. Decoding lazily, one event at
+    /// a time, keeps the application's replies to earlier messages ahead
+    /// of the close frame that a later violation in the same read
+    /// triggers.
+    fn read_frames(&mut self, how: Decode) {
         while matches!(self.phase, Phase::Open | Phase::CloseSent)
-            && (eager || self.events.is_empty())
+            && (how == Decode::All || self.events.is_empty())
         {
             let mut frame = match self.frame {
                 Some(f) => f,
@@ -741,9 +765,9 @@ impl Connection {
                             self.read.advance(header_len);
                             f
                         }
-                        Err(e) => return self.fail(e.into(), true),
+                        Err(e) => return self.fail(e.into(), Answer::Tell),
                     },
-                    Err(e) => return self.fail(e.into(), true),
+                    Err(e) => return self.fail(e.into(), Answer::Tell),
                 },
             };
             // Unmask and validate whatever part of the payload is here, so
@@ -770,7 +794,7 @@ impl Connection {
                 };
                 frame.done = end;
                 if let Err(e) = checked {
-                    return self.fail(e.into(), true);
+                    return self.fail(e.into(), Answer::Tell);
                 }
             }
             if frame.done < frame.len {
@@ -783,13 +807,13 @@ impl Connection {
                 if frame.fin
                     && let Err(e) = self.finish_compressed()
                 {
-                    return self.fail(e.into(), true);
+                    return self.fail(e.into(), Answer::Tell);
                 }
                 continue;
             }
             let payload = self.read.split_to(frame.len).freeze();
             if let Err(e) = self.dispatch(frame, payload) {
-                return self.fail(e.into(), true);
+                return self.fail(e.into(), Answer::Tell);
             }
         }
     }
@@ -1039,19 +1063,20 @@ impl Connection {
     // ----- internals: transitions -----
 
     /// Fails the connection: a protocol error sends a close frame with its
-    /// code (when `send_close` and the state allows); a handshake error on
-    /// a server sends the matching HTTP rejection.
-    fn fail(&mut self, error: Error, send_close: bool) {
+    /// code, and a handshake error on a server the matching HTTP
+    /// rejection, when `answer` is [`Answer::Tell`] and the state allows.
+    fn fail(&mut self, error: Error, answer: Answer) {
+        let tell = answer == Answer::Tell;
         let (code, reason) = match &error {
             Error::Protocol(e) => (e.close_code(), truncate_reason(&e.to_string()).to_owned()),
             Error::Handshake(_) | Error::CloseTimeout => (CloseCode::ABNORMAL, String::new()),
         };
         match (&self.phase, &error) {
-            (Phase::Open, Error::Protocol(_)) if send_close => {
+            (Phase::Open, Error::Protocol(_)) if tell => {
                 let reason = &reason[..reason.len().min(MAX_CLOSE_REASON)];
                 self.encode_frame(OpCode::Close, true, &[close_payload(Some(code), reason)]);
             }
-            (Phase::AwaitRequest, Error::Handshake(e)) if send_close => {
+            (Phase::AwaitRequest, Error::Handshake(e)) if tell => {
                 let mut buf = Vec::new();
                 if HttpResponse::for_error(e).encode(&mut buf).is_ok() {
                     self.out.push_shared(&Bytes::from(buf));

@@ -203,6 +203,10 @@ pub enum SendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A permessage-deflate mode name other than `off`, `shared` or
+    /// `dedicated` ([`crate::DeflateConfig::from_setting`]).
+    #[error("deflate must be `off`, `shared` or `dedicated`, not {0:?}")]
+    UnknownDeflateMode(String),
     /// A size limit is zero or out of range.
     #[error("{name} must be between {min} and {max}, got {value}")]
     OutOfRange {

@@ -63,7 +63,7 @@ impl Sim {
             remote_addr: None,
             resume: Some(ResumeRequest {
                 session: session.to_owned(),
-                last_seq,
+                last_seq: Some(last_seq),
             }),
         })
     }

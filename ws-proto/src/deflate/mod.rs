@@ -93,6 +93,29 @@ impl DeflateConfig {
         }
     }
 
+    /// Reads a setting: `off` (no deflate), `shared`, or `dedicated` with
+    /// `window_bits` (9 to 15, checked).
+    ///
+    /// ```
+    /// use ws_proto::{DeflateConfig, DeflateMode};
+    ///
+    /// assert_eq!(DeflateConfig::from_setting("off", 15), Ok(None));
+    /// let d = DeflateConfig::from_setting("dedicated", 10).unwrap().unwrap();
+    /// assert_eq!(d.mode, DeflateMode::Dedicated { window_bits: 10 });
+    /// assert!(DeflateConfig::from_setting("dedicated", 8).is_err());
+    /// assert!(DeflateConfig::from_setting("fast", 15).is_err());
+    /// ```
+    pub fn from_setting(mode: &str, window_bits: u8) -> Result<Option<Self>, ConfigError> {
+        let config = match mode {
+            "off" => return Ok(None),
+            "shared" => Self::shared(),
+            "dedicated" => Self::dedicated(window_bits),
+            other => return Err(ConfigError::UnknownDeflateMode(other.to_owned())),
+        };
+        config.validate()?;
+        Ok(Some(config))
+    }
+
     /// Checks the level and window bits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.level > 9 {

@@ -7,7 +7,7 @@ use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::runtime::Runtime;
+use ws_async::Runtime;
 
 /// Runs `future` unless `stop` completes first (then `None`). `stop` is
 /// polled first, so a shutdown is noticed even under constant traffic.

@@ -1,6 +1,8 @@
-//! The adapter's error type.
+//! The async layer's error type.
 
 use std::io;
+
+use crate::url::UrlError;
 
 /// Errors from the async WebSocket API.
 #[derive(Debug, thiserror::Error)]
@@ -12,16 +14,15 @@ pub enum WsError {
     /// The opening handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(#[from] ws_proto::HandshakeError),
-    /// The peer violated the protocol; the connection was closed with the
-    /// matching close code.
-    #[error("protocol error: {0}")]
-    Protocol(ws_proto::Error),
     /// A command did not fit the connection's state.
     #[error(transparent)]
     Send(#[from] ws_proto::SendError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ws_proto::ConfigError),
+    /// The client's opening request cannot be built.
+    #[error("invalid client request: {0}")]
+    Client(#[from] ws_proto::ClientError),
     /// The outbound buffer is over its bound (from the non-waiting calls).
     #[error("outbound buffer is full ({0} bytes queued)")]
     Backpressure(usize),
@@ -31,27 +32,13 @@ pub enum WsError {
     Refused(u16),
     /// A URL that is not `ws://host[:port][/path][?query]`.
     #[error("invalid URL: {0}")]
-    Url(String),
+    Url(#[from] UrlError),
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
-    /// A deadline passed (connect or close).
+    /// A deadline passed: the opening handshake (connect), or the peer
+    /// did not answer our close frame within the close timeout (from
+    /// `recv`; the connection is over, with close code 1006).
     #[error("timed out")]
     Timeout,
-}
-
-impl From<ws_proto::ClientError> for WsError {
-    fn from(e: ws_proto::ClientError) -> Self {
-        match e {
-            ws_proto::ClientError::Config(c) => Self::Config(c.to_string()),
-            ws_proto::ClientError::Request(s) => Self::Send(s),
-            _ => Self::Url(e.to_string()),
-        }
-    }
-}
-
-impl From<ws_proto::ConfigError> for WsError {
-    fn from(e: ws_proto::ConfigError) -> Self {
-        Self::Config(e.to_string())
-    }
 }

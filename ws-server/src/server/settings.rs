@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ws_hub::{HubConfig, OutboundConfig, SlowConsumerPolicy};
 
-use crate::stream::WsConfig;
+use ws_async::WsConfig;
 
 /// A configuration that cannot work, reported at start.
 #[derive(Debug, thiserror::Error)]
@@ -37,24 +37,51 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-/// A default written as a literal in the table below.
-trait Literal<T> {
+/// A default in the table below: a value of the setting's type, or a
+/// `&str` for a `String` setting.
+trait DefaultValue<T> {
     fn value(self) -> T;
 }
 
-impl Literal<String> for &str {
+impl DefaultValue<String> for &str {
     fn value(self) -> String {
         self.to_owned()
     }
 }
 
-macro_rules! literal_is_itself {
-    ($($t:ty),*) => { $(impl Literal<$t> for $t { fn value(self) -> $t { self } })* };
+macro_rules! default_is_itself {
+    ($($t:ty),*) => { $(impl DefaultValue<$t> for $t { fn value(self) -> $t { self } })* };
 }
-literal_is_itself!(u32, u64, usize, bool);
+default_is_itself!(String, u32, u64, usize, bool);
+
+/// The protocol core's defaults, which the WebSocket settings fall back to.
+fn proto() -> ws_proto::Config {
+    ws_proto::Config::default()
+}
+
+/// The hub core's defaults, which the hub settings fall back to.
+fn hub() -> HubConfig {
+    HubConfig::default()
+}
+
+/// A duration as a number of milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The setting's name for a slow-consumer policy.
+fn policy_name(policy: SlowConsumerPolicy) -> &'static str {
+    match policy {
+        SlowConsumerPolicy::Disconnect => "disconnect",
+        SlowConsumerPolicy::DropOldest => "drop-oldest",
+    }
+}
+
+/// The default address to listen on (of `serve` and `echo`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
 
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:literal, $env:literal; )*) => {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
         /// Every server setting. `None` means "not given here"; see
         /// [`Settings::merge`] and [`ServerConfig::from_settings`].
         #[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
@@ -63,7 +90,11 @@ macro_rules! settings {
             $(
                 $(#[doc = $doc])+
                 #[arg(long, env = $env, help_heading = "Settings",
-                      long_help = concat!($($doc, "\n",)+ "\n[default: ", $default, "]"))]
+                      long_help = format!(
+                          "{}\n[default: {}]",
+                          concat!($($doc, "\n",)+),
+                          DefaultValue::<$ty>::value($default),
+                      ))]
                 pub $name: Option<$ty>,
             )*
         }
@@ -76,7 +107,7 @@ macro_rules! settings {
 
             /// The value of every setting, defaults applied.
             fn resolve(&self) -> Resolved {
-                Resolved { $( $name: self.$name.clone().unwrap_or_else(|| Literal::value($default)), )* }
+                Resolved { $( $name: self.$name.clone().unwrap_or_else(|| DefaultValue::value($default)), )* }
             }
         }
 
@@ -87,87 +118,87 @@ macro_rules! settings {
 
 settings! {
     /// Address to listen on.
-    listen: String = "127.0.0.1:9001", "WS_LISTEN";
+    listen: String = DEFAULT_LISTEN, "WS_LISTEN";
     /// This node's id (unique per node in a cluster).
-    node_id: String = "node-1", "WS_NODE_ID";
+    node_id: String = hub().node_id, "WS_NODE_ID";
     /// Redis URL for multi-node fan-out (e.g. redis://127.0.0.1:6379); none: one node.
     redis: String = "", "WS_REDIS";
     /// Shared secret for HMAC tokens (`?token=` or `Authorization: Bearer`); empty: no token check.
     auth_secret: String = "", "WS_AUTH_SECRET";
     /// Accept connections without a token (as anonymous users) even when a secret is set.
     allow_anonymous: bool = false, "WS_ALLOW_ANONYMOUS";
-    /// Allowed Origin values, comma separated; empty: any origin.
+    /// Allowed Origin values, comma separated (others get 403; requests without Origin are allowed); empty: any origin.
     allowed_origins: String = "", "WS_ALLOWED_ORIGINS";
     /// Most connections in total.
-    max_connections: usize = 100_000, "WS_MAX_CONNECTIONS";
+    max_connections: usize = hub().max_connections, "WS_MAX_CONNECTIONS";
     /// Most simultaneous connections from one IP address (0: no limit).
     max_connections_per_ip: usize = 16_384, "WS_MAX_CONNECTIONS_PER_IP";
     /// Server ping interval, milliseconds.
-    ping_interval_ms: u64 = 30_000, "WS_PING_INTERVAL_MS";
+    ping_interval_ms: u64 = millis(hub().ping_interval), "WS_PING_INTERVAL_MS";
     /// Close a connection silent (no pong, no traffic) this long, milliseconds.
-    heartbeat_timeout_ms: u64 = 90_000, "WS_HEARTBEAT_TIMEOUT_MS";
+    heartbeat_timeout_ms: u64 = millis(hub().heartbeat_timeout), "WS_HEARTBEAT_TIMEOUT_MS";
     /// Evict a connection that sends no message this long, milliseconds (0: never).
-    idle_timeout_ms: u64 = 3_600_000, "WS_IDLE_TIMEOUT_MS";
+    idle_timeout_ms: u64 = hub().idle_timeout.map_or(0, millis), "WS_IDLE_TIMEOUT_MS";
     /// Largest hub message from a client, bytes.
-    max_message_size: usize = 65_536, "WS_MAX_MESSAGE_SIZE";
+    max_message_size: usize = hub().max_message_size, "WS_MAX_MESSAGE_SIZE";
     /// Most rooms one connection may join.
-    max_rooms_per_conn: usize = 64, "WS_MAX_ROOMS_PER_CONN";
+    max_rooms_per_conn: usize = hub().max_rooms_per_conn, "WS_MAX_ROOMS_PER_CONN";
     /// Token-bucket rate: messages per second per connection.
-    rate_per_sec: u32 = 50, "WS_RATE_PER_SEC";
+    rate_per_sec: u32 = hub().rate_per_sec, "WS_RATE_PER_SEC";
     /// Token-bucket burst per connection.
-    rate_burst: u32 = 100, "WS_RATE_BURST";
+    rate_burst: u32 = hub().rate_burst, "WS_RATE_BURST";
     /// De-duplication window, milliseconds.
-    dedup_window_ms: u64 = 30_000, "WS_DEDUP_WINDOW_MS";
+    dedup_window_ms: u64 = millis(hub().dedup_window), "WS_DEDUP_WINDOW_MS";
     /// De-duplication ids remembered per publisher (LRU bound).
-    dedup_per_publisher: usize = 1024, "WS_DEDUP_PER_PUBLISHER";
-    /// How long a disconnected session can be resumed, milliseconds.
-    session_retention_ms: u64 = 120_000, "WS_SESSION_RETENTION_MS";
+    dedup_per_publisher: usize = hub().dedup_per_publisher, "WS_DEDUP_PER_PUBLISHER";
+    /// How long a disconnected session can be resumed, milliseconds (a client closing with 1000 ends it at once).
+    session_retention_ms: u64 = millis(hub().session_retention), "WS_SESSION_RETENTION_MS";
     /// Messages kept per session for resume.
-    replay_max_messages: usize = 128, "WS_REPLAY_MAX_MESSAGES";
+    replay_max_messages: usize = hub().replay_max_messages, "WS_REPLAY_MAX_MESSAGES";
     /// Bytes kept per session for resume.
-    replay_max_bytes: usize = 262_144, "WS_REPLAY_MAX_BYTES";
+    replay_max_bytes: usize = hub().replay_max_bytes, "WS_REPLAY_MAX_BYTES";
     /// First retransmission timeout for delivery acks, milliseconds.
-    ack_timeout_ms: u64 = 5_000, "WS_ACK_TIMEOUT_MS";
+    ack_timeout_ms: u64 = millis(hub().ack_timeout), "WS_ACK_TIMEOUT_MS";
     /// Retransmissions before a connection is treated as dead.
-    ack_max_retries: u32 = 5, "WS_ACK_MAX_RETRIES";
+    ack_max_retries: u32 = hub().ack_max_retries, "WS_ACK_MAX_RETRIES";
     /// Messages queued per connection before the slow-consumer policy applies.
-    outbound_max_messages: usize = 1024, "WS_OUTBOUND_MAX_MESSAGES";
+    outbound_max_messages: usize = hub().outbound.max_messages, "WS_OUTBOUND_MAX_MESSAGES";
     /// Bytes queued per connection before the slow-consumer policy applies.
-    outbound_max_bytes: usize = 1_048_576, "WS_OUTBOUND_MAX_BYTES";
+    outbound_max_bytes: usize = hub().outbound.max_bytes, "WS_OUTBOUND_MAX_BYTES";
     /// Slow-consumer policy: `disconnect` (close 1013) or `drop-oldest`.
-    slow_consumer: String = "disconnect", "WS_SLOW_CONSUMER";
+    slow_consumer: String = policy_name(hub().outbound.policy), "WS_SLOW_CONSUMER";
     /// permessage-deflate: `shared` (no context takeover; an idle connection holds no compression context; a publish is compressed once for all members), `dedicated` (context takeover, windows of deflate_window_bits) or `off`.
     deflate: String = "shared", "WS_DEFLATE";
     /// Window bits (9 to 15) of the `dedicated` deflate mode.
     deflate_window_bits: u32 = 15, "WS_DEFLATE_WINDOW_BITS";
     /// Longest room, user or message id name, bytes.
-    max_name_len: usize = 128, "WS_MAX_NAME_LEN";
+    max_name_len: usize = hub().max_name_len, "WS_MAX_NAME_LEN";
     /// Malformed messages tolerated per violation window before closing with 1008.
-    max_violations: usize = 20, "WS_MAX_VIOLATIONS";
+    max_violations: usize = hub().max_violations, "WS_MAX_VIOLATIONS";
     /// Window over which malformed messages are counted, milliseconds.
-    violation_window_ms: u64 = 60_000, "WS_VIOLATION_WINDOW_MS";
-    /// De-duplication ids remembered in total (bounds memory whatever clients send).
-    dedup_max_entries: usize = 262_144, "WS_DEDUP_MAX_ENTRIES";
+    violation_window_ms: u64 = millis(hub().violation_window), "WS_VIOLATION_WINDOW_MS";
+    /// De-duplication ids remembered in total (bounds memory; when full, new ids are nacked `busy`).
+    dedup_max_entries: usize = hub().dedup_max_entries, "WS_DEDUP_MAX_ENTRIES";
     /// Disconnected sessions kept for resume at most.
-    max_detached_sessions: usize = 100_000, "WS_MAX_DETACHED_SESSIONS";
+    max_detached_sessions: usize = hub().max_detached_sessions, "WS_MAX_DETACHED_SESSIONS";
     /// Longest retransmission backoff for delivery acks, milliseconds.
-    ack_max_backoff_ms: u64 = 60_000, "WS_ACK_MAX_BACKOFF_MS";
+    ack_max_backoff_ms: u64 = millis(hub().ack_max_backoff), "WS_ACK_MAX_BACKOFF_MS";
     /// Unacknowledged deliveries per session before closing it as a slow consumer (1013).
-    max_unacked: usize = 256, "WS_MAX_UNACKED";
+    max_unacked: usize = hub().max_unacked, "WS_MAX_UNACKED";
     /// Most HTTP headers in a handshake request.
-    max_headers: usize = 64, "WS_MAX_HEADERS";
+    max_headers: usize = proto().max_headers, "WS_MAX_HEADERS";
     /// Largest WebSocket frame, bytes.
-    max_frame_size: usize = 1_048_576, "WS_MAX_FRAME_SIZE";
+    max_frame_size: usize = proto().max_frame_size, "WS_MAX_FRAME_SIZE";
     /// Largest HTTP handshake head, bytes.
-    max_handshake_size: usize = 8192, "WS_MAX_HANDSHAKE_SIZE";
+    max_handshake_size: usize = proto().max_handshake_size, "WS_MAX_HANDSHAKE_SIZE";
     /// Opening handshake deadline, milliseconds.
-    handshake_timeout_ms: u64 = 10_000, "WS_HANDSHAKE_TIMEOUT_MS";
+    handshake_timeout_ms: u64 = proto().handshake_timeout.map_or(0, millis), "WS_HANDSHAKE_TIMEOUT_MS";
     /// Close handshake deadline, milliseconds.
-    close_timeout_ms: u64 = 5_000, "WS_CLOSE_TIMEOUT_MS";
+    close_timeout_ms: u64 = millis(proto().close_timeout), "WS_CLOSE_TIMEOUT_MS";
     /// Bytes queued in a socket's write buffer before delivery pauses.
     socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
     /// Upper bound on a graceful shutdown, milliseconds.
-    shutdown_grace_ms: u64 = 10_000, "WS_SHUTDOWN_GRACE_MS";
+    shutdown_grace_ms: u64 = millis(crate::shutdown::DEFAULT_GRACE), "WS_SHUTDOWN_GRACE_MS";
 }
 
 impl Settings {
@@ -329,6 +360,19 @@ mod tests {
         let config = ServerConfig::from_settings(&merged).unwrap();
         assert_eq!(config.hub.node_id, "flag");
         assert_eq!(config.hub.ping_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn defaults_are_the_cores_defaults() {
+        let config = ServerConfig::default();
+        assert_eq!(config.hub, HubConfig::default());
+        let proto = ws_proto::Config::default();
+        assert_eq!(config.ws.proto.max_frame_size, proto.max_frame_size);
+        assert_eq!(config.ws.proto.max_handshake_size, proto.max_handshake_size);
+        assert_eq!(config.ws.proto.max_headers, proto.max_headers);
+        assert_eq!(config.ws.proto.handshake_timeout, proto.handshake_timeout);
+        assert_eq!(config.ws.proto.close_timeout, proto.close_timeout);
+        assert_eq!(config.shutdown_grace, crate::shutdown::DEFAULT_GRACE);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use ws_hub::{
 
 use super::outbox::Outbox;
 use crate::bus::BusCommand;
-use crate::runtime::Runtime;
+use ws_async::Runtime;
 
 /// Most channel messages applied before the hub hands out actions.
 const BATCH: usize = 256;

@@ -10,13 +10,15 @@ use clap::{Args, Parser, Subcommand};
 use futures_lite::future;
 use ws_proto::{CloseCode, Message};
 
+use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
-use crate::error::WsError;
-use crate::handshake::connect;
-use crate::runtime::Runtime;
-use crate::shutdown::{Shutdown, on_signals};
-use crate::stream::WsConfig;
+use crate::server::DEFAULT_LISTEN;
+use crate::shutdown::{DEFAULT_GRACE, Shutdown, on_signals};
+use ws_async::Runtime;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::connect;
 
 /// A WebSocket server and client on a sans-IO core.
 #[derive(Debug, Parser)]
@@ -54,7 +56,7 @@ pub enum Command {
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
     Echo {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9001")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Protocol limits.
         #[command(flatten)]
@@ -88,30 +90,32 @@ pub enum Command {
     },
 }
 
-/// Limits shared by every subcommand; each has a default.
+/// Limits shared by every subcommand; each defaults to the protocol
+/// core's default (`ws_proto::Config`, and `ws_async::WsConfig` for the
+/// outbound bound), the same defaults `serve` falls back to.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Largest accepted frame payload, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_frame_size)]
     pub max_frame_size: usize,
     /// Largest accepted message, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_message_size)]
     pub max_message_size: usize,
     /// Largest HTTP handshake head, in bytes.
-    #[arg(long, default_value_t = 8 << 10)]
+    #[arg(long, default_value_t = ws_proto::Config::default().max_handshake_size)]
     pub max_handshake_size: usize,
     /// Sending waits while more than this many bytes are queued.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = WsConfig::default().max_outbound)]
     pub max_outbound: usize,
     /// Opening handshake deadline, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = ws_proto::Config::default().handshake_timeout.map_or(0, millis))]
     pub handshake_timeout_ms: u64,
     /// How long to wait for the peer's close frame, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = millis(ws_proto::Config::default().close_timeout))]
     pub close_timeout_ms: u64,
     /// How long shutdown waits for clients to finish closing, in
     /// milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = millis(DEFAULT_GRACE))]
     pub shutdown_grace_ms: u64,
     /// permessage-deflate: `shared` (no context takeover, nothing held by
     /// an idle connection), `dedicated` (context takeover, windows of
@@ -122,6 +126,11 @@ pub struct LimitArgs {
     /// Window bits (9 to 15) of the `dedicated` deflate mode.
     #[arg(long, default_value_t = 15)]
     pub deflate_window_bits: u8,
+}
+
+/// A duration as a number of milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LimitArgs {
@@ -140,6 +149,19 @@ impl LimitArgs {
     }
 }
 
+/// Why a command failed (printed as `error: ...`, exit code 1).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Ws(#[from] WsError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Settings(#[from] crate::server::SettingsError),
+    #[error(transparent)]
+    Autobahn(#[from] crate::autobahn::AutobahnError),
+}
+
 /// Sets up `tracing` logging to stderr.
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -152,7 +174,7 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
-pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
+pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
         Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
@@ -162,12 +184,13 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
                 .map(|count| {
                     tracing::info!(count, "Autobahn cases done");
                     0
-                }),
-            Err(e) => Err(e),
+                })
+                .map_err(CliError::from),
+            Err(e) => Err(e.into()),
         },
         Command::Client { url, limits } => match limits.config() {
-            Ok(config) => client(rt, &url, config).await,
-            Err(e) => Err(e),
+            Ok(config) => client(rt, &url, config).await.map_err(CliError::from),
+            Err(e) => Err(e.into()),
         },
     };
     match result {
@@ -179,7 +202,7 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     }
 }
 
-async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Result<i32, WsError> {
+async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Result<i32, CliError> {
     let config = limits.config()?;
     let listener = rt.bind(listen).await?;
     let shutdown = Shutdown::new();
@@ -190,20 +213,19 @@ async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Resu
     Ok(0)
 }
 
-async fn serve<R: Runtime>(
+async fn serve<R: ServerRuntime>(
     rt: R,
     file: Option<&std::path::Path>,
     flags: crate::server::Settings,
-) -> Result<i32, WsError> {
+) -> Result<i32, CliError> {
     let settings = match file {
         Some(path) => match crate::server::Settings::from_file(path) {
             Ok(from_file) => flags.merge(from_file),
-            Err(e) => return Err(WsError::Config(e.to_string())),
+            Err(e) => return Err(e.into()),
         },
         None => flags,
     };
-    let config = crate::server::ServerConfig::from_settings(&settings)
-        .map_err(|e| WsError::Config(e.to_string()))?;
+    let config = crate::server::ServerConfig::from_settings(&settings)?;
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -247,7 +269,7 @@ async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, W
         }
         writer.close(CloseCode::NORMAL, "").await?;
         // The read side finishes once the close handshake is done.
-        future::pending::<Result<Option<crate::CloseInfo>, WsError>>().await
+        future::pending::<Result<Option<ws_async::CloseInfo>, WsError>>().await
     };
     let info = future::or(read_side, write_side).await?;
     match info {

@@ -3,10 +3,22 @@
 
 use ws_proto::Message;
 
-use crate::error::WsError;
-use crate::handshake::connect;
-use crate::runtime::Runtime;
-use crate::stream::WsConfig;
+use ws_async::Runtime;
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::connect;
+
+/// Why the Autobahn client procedure stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutobahnError {
+    /// Connecting to or talking with the fuzzing server failed.
+    #[error(transparent)]
+    Ws(#[from] WsError),
+    /// `getCaseCount` did not answer with a number.
+    #[error("getCaseCount answered {0}")]
+    CaseCount(String),
+}
 
 /// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
 /// `agent`; returns the number of cases run.
@@ -15,7 +27,7 @@ pub async fn run_autobahn_client<R: Runtime>(
     base_url: &str,
     agent: &str,
     config: WsConfig,
-) -> Result<usize, WsError> {
+) -> Result<usize, AutobahnError> {
     let base = base_url.trim_end_matches('/');
     let (mut ws, _) = connect(rt.clone(), &format!("{base}/getCaseCount"), config.clone()).await?;
     let count = match ws.recv().await? {
@@ -23,8 +35,8 @@ pub async fn run_autobahn_client<R: Runtime>(
             .as_str()
             .trim()
             .parse::<usize>()
-            .map_err(|_| WsError::Url(format!("getCaseCount answered {:?}", text.as_str())))?,
-        other => return Err(WsError::Url(format!("getCaseCount answered {other:?}"))),
+            .map_err(|_| AutobahnError::CaseCount(format!("{:?}", text.as_str())))?,
+        other => return Err(AutobahnError::CaseCount(format!("{other:?}"))),
     };
     while ws.recv().await?.is_some() {}
     tracing::info!(count, "running Autobahn cases");
@@ -39,7 +51,7 @@ pub async fn run_autobahn_client<R: Runtime>(
                         }
                     }
                     Ok(None) | Err(WsError::Io(_)) => break,
-                    Err(_) => {} // a protocol error closes with its code; keep driving
+                    Err(_) => {} // a close timeout ends the case once recv returns None
                 }
             },
             Err(e) => tracing::warn!(case, error = %e, "case connection failed"),

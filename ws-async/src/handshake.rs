@@ -35,9 +35,6 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         }
         match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(WsError::Protocol(ws_proto::Error::Handshake(h)))) => {
-                Poll::Ready(Err(WsError::Handshake(h)))
-            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(_)) => Poll::Ready(Err(WsError::Closed)),
         }
@@ -144,5 +141,5 @@ pub async fn connect<R: Runtime>(
 
 /// Fills `buf` from the OS random source.
 fn os_random(buf: &mut [u8]) -> Result<(), WsError> {
-    getrandom::fill(buf).map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))
+    getrandom::fill(buf).map_err(|e| WsError::Io(std::io::Error::other(e)))
 }

@@ -18,20 +18,22 @@
 //!
 //! # Runtime choice
 //!
-//! The task runs natively on whichever runtime calls it, with no extra
-//! thread. The `redis` crate is built with both `tokio-comp` and
-//! `smol-comp`; with both enabled it picks the runtime each time it opens a
-//! connection: tokio if a tokio runtime is current on the calling thread,
-//! smol otherwise (unless `redis::aio::prefer_tokio`/`prefer_smol` pinned
-//! one process-wide; nothing here calls them, and nothing else should). The
-//! tokio adapter polls this task inside its runtime, so redis uses tokio's
-//! sockets and `tokio::spawn`; under the smol adapter no tokio runtime is
-//! current, so redis uses `async-io` sockets and runs each connection's
-//! driver on smol's global executor (its own thread, started on first
-//! use). Timers and timeouts here use the [`Runtime`] passed in. A bridge
-//! thread with a private runtime would have worked too, at the price of a
-//! thread, a second hop through a channel per message and a second place
-//! for the shutdown logic; it is not needed.
+//! The task runs natively on the runtime that calls it, with no extra
+//! thread. Which runtime the `redis` crate uses for its sockets and its
+//! connection drivers is decided at build time, from the [`ServerRuntime`]
+//! the server runs on: each adapter enables its own feature of this crate
+//! (`tokio-bus` for tokio, `smol-bus` for smol), which enables only that
+//! runtime's support in redis (`tokio-comp`, `smol-comp`), so redis has a
+//! single runtime to use and nothing to detect. If the feature of
+//! `R::BUS` is missing the bus logs an error and stays down (and the
+//! server refuses to start with `--redis`). A build that unifies both
+//! features (one binary linking both adapters, as the integration tests
+//! do to run a tokio node beside a smol node) leaves the choice to redis,
+//! which then picks per connection whether a tokio runtime is current;
+//! the redis crate has no per-connection setting to pass the runtime
+//! instead, and its process-wide `prefer_tokio`/`prefer_smol` would break
+//! the other runtime's node. Timers and timeouts here use the [`Runtime`]
+//! passed in.
 //!
 //! # Subscriptions
 //!
@@ -93,8 +95,9 @@ use futures_lite::future;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 
-use crate::runtime::Runtime;
+use crate::ServerRuntime;
 use crate::shutdown::Shutdown;
+use ws_async::Runtime;
 
 /// What the hub side asks of the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +275,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 /// Never fails: an unreachable Redis is retried with backoff, and an
 /// invalid URL is logged and counted, after which commands are consumed and
 /// publishes dropped until the end. See the [module docs](self).
-pub async fn run_redis_bus<R: Runtime>(
+pub async fn run_redis_bus<R: ServerRuntime>(
     rt: R,
     url: String,
     commands: async_channel::Receiver<BusCommand>,
@@ -288,6 +291,16 @@ pub async fn run_redis_bus<R: Runtime>(
         stats,
     };
     let run = async {
+        if !R::BUS.is_built() {
+            tracing::error!(
+                feature = R::BUS.feature(),
+                "redis bus: ws-server was built without this runtime's Redis support; \
+                 cross-node delivery disabled"
+            );
+            BusStats::bump(&bus.stats.errors, 1);
+            bus.while_down().await;
+            return;
+        }
         match Client::open(url.as_str()) {
             Ok(client) => bus.run(&client, &incoming).await,
             Err(error) => {

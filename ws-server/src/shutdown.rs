@@ -10,6 +10,9 @@ use std::task::{Context, Poll, Waker};
 
 use event_listener::{Event, EventListener};
 
+/// The default upper bound on a graceful shutdown (`serve` and `echo`).
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A shutdown switch shared by the accept loop and every connection.
 #[derive(Debug, Default)]
 pub struct Shutdown {

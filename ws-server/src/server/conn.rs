@@ -19,10 +19,10 @@ use super::bodies::BodyCache;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
-use crate::error::WsError;
-use crate::handshake::{Decision, accept_with};
-use crate::runtime::{Runtime, Transport};
-use crate::stream::Incoming;
+use ws_async::Incoming;
+use ws_async::WsError;
+use ws_async::{Decision, accept_with};
+use ws_async::{Runtime, Transport};
 
 /// Counts connections per IP address; a slot is released on drop.
 #[derive(Debug, Default)]
@@ -121,6 +121,12 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, &shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
+    // The hub decides what the client's close code means for its session.
+    if let Some(close) = reader.close_info().filter(|c| c.clean) {
+        let (code, reason) = (close.code.0, close.reason);
+        let command = Command::ClientClosed { conn, code, reason };
+        let _ = shared.hub.send(ToHub::Command(command)).await;
+    }
     let _ = shared
         .hub
         .send(ToHub::Command(Command::Disconnected { conn }))
@@ -173,8 +179,10 @@ fn decide(
             "too many connections from this address",
         ));
     }
+    // Browsers always send Origin; clients without one are not browsers.
     let origins = &shared.config.allowed_origins;
-    if !origins.is_empty() && !req.origin().is_some_and(|o| origins.iter().any(|a| a == o)) {
+    let unlisted = |o: &str| !origins.iter().any(|a| a == o);
+    if !origins.is_empty() && req.origin().is_some_and(unlisted) {
         ServerCounters::bump(&counters.origin_refusals);
         return answer(HttpResponse::text(403, "origin not allowed"));
     }
@@ -188,11 +196,13 @@ fn decide(
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let namespace = shared.config.hub.anonymous_namespace();
     let auth = AuthRequest {
         conn,
         token,
         remote_addr: Some(peer),
         now_unix_secs,
+        namespace: &namespace,
     };
     match shared.authenticator.authenticate(&auth) {
         Ok(identity) => {
@@ -218,8 +228,8 @@ enum Step {
 /// Moves messages both ways until the connection ends.
 async fn pump<T: Transport, R: Runtime>(
     conn: ConnId,
-    reader: &mut crate::ReadHalf<T, R>,
-    writer: &mut crate::WriteHalf<T, R>,
+    reader: &mut ws_async::ReadHalf<T, R>,
+    writer: &mut ws_async::WriteHalf<T, R>,
     outbox: &Outbox,
     shared: &Shared,
 ) -> Result<(), WsError> {
@@ -287,10 +297,7 @@ async fn pump<T: Transport, R: Runtime>(
             // The peer did not answer our close in time: it may have stopped
             // reading (a slow consumer), so what is still queued for it
             // would never drain; give up on it now.
-            Step::Received(Err(WsError::Protocol(ws_proto::Error::CloseTimeout))) => {
-                return Ok(());
-            }
-            Step::Received(Err(WsError::Protocol(_))) => {} // the close is under way
+            Step::Received(Err(WsError::Timeout)) => return Ok(()),
             Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
             Step::Outbox(pending) => {
                 while writer.buffered() < bound || pending.close.is_some() {

@@ -1,6 +1,33 @@
 //! `ws://` URLs.
 
-use crate::error::WsError;
+/// Why a string is not a `ws://` URL these adapters can connect to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// A `wss://` URL: TLS is not implemented in these adapters.
+    #[error("{0}: wss:// (TLS) is not supported")]
+    Tls(String),
+    /// Not a `ws://` URL.
+    #[error("{0}: expected ws://host[:port]/path")]
+    Scheme(String),
+    /// An IPv6 address without its closing bracket.
+    #[error("{0}: unterminated IPv6 address")]
+    UnterminatedIpv6(String),
+    /// No host.
+    #[error("{0}: missing host")]
+    MissingHost(String),
+    /// A port that is not a number from 0 to 65535.
+    #[error("{url}: invalid port {port:?}")]
+    InvalidPort {
+        /// The URL.
+        url: String,
+        /// The port as written.
+        port: String,
+    },
+    /// Whitespace or control characters in the path or query.
+    #[error("{0}: whitespace in path")]
+    Whitespace(String),
+}
 
 /// A parsed `ws://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +43,12 @@ pub struct WsUrl {
 impl WsUrl {
     /// Parses a URL. `wss://` is refused with a clear error: TLS is not
     /// implemented in these adapters.
-    pub fn parse(url: &str) -> Result<Self, WsError> {
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
         if url.starts_with("wss://") {
-            return Err(WsError::Url(format!(
-                "{url}: wss:// (TLS) is not supported"
-            )));
+            return Err(UrlError::Tls(url.to_owned()));
         }
         let Some(rest) = url.strip_prefix("ws://") else {
-            return Err(WsError::Url(format!(
-                "{url}: expected ws://host[:port]/path"
-            )));
+            return Err(UrlError::Scheme(url.to_owned()));
         };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
@@ -35,7 +58,7 @@ impl WsUrl {
         let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
             let (h, after) = stripped
                 .split_once(']')
-                .ok_or_else(|| WsError::Url(format!("{url}: unterminated IPv6 address")))?;
+                .ok_or_else(|| UrlError::UnterminatedIpv6(url.to_owned()))?;
             (format!("[{h}]"), after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -44,19 +67,20 @@ impl WsUrl {
             }
         };
         if host.is_empty() || host == "[]" {
-            return Err(WsError::Url(format!("{url}: missing host")));
+            return Err(UrlError::MissingHost(url.to_owned()));
         }
         let port = match port {
             None => 80,
-            Some(p) => p
-                .parse()
-                .map_err(|_| WsError::Url(format!("{url}: invalid port {p:?}")))?,
+            Some(p) => p.parse().map_err(|_| UrlError::InvalidPort {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            })?,
         };
         if target
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(WsError::Url(format!("{url}: whitespace in path")));
+            return Err(UrlError::Whitespace(url.to_owned()));
         }
         Ok(Self { host, port, target })
     }
@@ -101,9 +125,32 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_do() {
-        assert!(matches!(WsUrl::parse("wss://x/"), Err(WsError::Url(m)) if m.contains("TLS")));
-        assert!(WsUrl::parse("http://x/").is_err());
-        assert!(WsUrl::parse("ws://:80/").is_err());
-        assert!(WsUrl::parse("ws://x:99999/").is_err());
+        assert!(matches!(WsUrl::parse("wss://x/"), Err(UrlError::Tls(_))));
+        assert!(matches!(
+            WsUrl::parse("http://x/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://:80/"),
+            Err(UrlError::MissingHost(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://[::1/"),
+            Err(UrlError::UnterminatedIpv6(_))
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://x:99999/"),
+            Err(UrlError::InvalidPort { port, .. }) if port == "99999"
+        ));
+        assert!(matches!(
+            WsUrl::parse("ws://x/a b"),
+            Err(UrlError::Whitespace(_))
+        ));
+        assert!(
+            WsUrl::parse("wss://x/")
+                .unwrap_err()
+                .to_string()
+                .contains("TLS")
+        );
     }
 }

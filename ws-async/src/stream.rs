@@ -19,10 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ws_proto::{
-    CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, PreparedFrame, Role,
-    Utf8Bytes,
-};
+use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role};
 
 use crate::error::WsError;
 use crate::runtime::{Runtime, Transport};
@@ -56,19 +53,10 @@ impl Default for WsConfig {
 impl WsConfig {
     /// Sets permessage-deflate from a setting: `off`, `shared` (no context
     /// takeover; an idle connection holds no compression context) or
-    /// `dedicated` (context takeover with `window_bits`, 9 to 15).
+    /// `dedicated` (context takeover with `window_bits`, 9 to 15). See
+    /// [`ws_proto::DeflateConfig::from_setting`].
     pub fn set_deflate(&mut self, mode: &str, window_bits: u8) -> Result<(), WsError> {
-        self.proto.deflate = match mode {
-            "off" => None,
-            "shared" => Some(ws_proto::DeflateConfig::shared()),
-            "dedicated" => Some(ws_proto::DeflateConfig::dedicated(window_bits)),
-            other => {
-                return Err(WsError::Config(format!(
-                    "deflate must be `off`, `shared` or `dedicated`, not {other:?}"
-                )));
-            }
-        };
-        self.proto.validate()?;
+        self.proto.deflate = ws_proto::DeflateConfig::from_setting(mode, window_bits)?;
         Ok(())
     }
 }
@@ -212,10 +200,21 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             Event::Message(m) => Some(Incoming::Message(m)),
             Event::Ping(p) => Some(Incoming::Ping(p)),
             Event::Pong(p) => Some(Incoming::Pong(p)),
-            Event::Error(e) => {
-                self.pending_error = Some(Box::new(WsError::Protocol(e)));
+            // A failed opening handshake is the handshake's error.
+            Event::Error(ws_proto::Error::Handshake(e)) => {
+                self.pending_error = Some(Box::new(WsError::Handshake(e)));
                 None
             }
+            // The peer did not answer our close: `recv` says so once (the
+            // caller may give up on what is still queued), then ends.
+            Event::Error(ws_proto::Error::CloseTimeout) => {
+                self.pending_error = Some(Box::new(WsError::Timeout));
+                None
+            }
+            // A peer's protocol violation is not an error of ours: the
+            // connection closes with the matching code (1002, 1007, 1009),
+            // which `close_info` reports once `recv` has returned `None`.
+            Event::Error(_) => None,
             Event::Closed {
                 code,
                 reason,
@@ -511,6 +510,13 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
     /// The next data message; `Ok(None)` once the connection has closed
     /// (see [`close_info`](Self::close_info)). Pings are answered and pongs
     /// skipped on the way.
+    ///
+    /// A peer that violates the protocol ends the connection like any
+    /// close: the connection answers with the matching close code (1002,
+    /// 1007, 1009, ...), `recv` returns `Ok(None)` once it is over, and
+    /// [`close_info`](Self::close_info) carries the code. Errors are ours
+    /// only: I/O, a failed handshake, or [`WsError::Timeout`] once when
+    /// the peer does not answer our close in time.
     pub async fn recv(&mut self) -> Result<Option<Message>, WsError> {
         self.read.recv().await
     }
@@ -518,12 +524,6 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
     /// The next message, ping or pong; `Ok(None)` once closed.
     pub async fn recv_incoming(&mut self) -> Result<Option<Incoming>, WsError> {
         self.read.recv_incoming().await
-    }
-
-    /// A message already decoded from received bytes, without waiting for
-    /// the transport (lets a loop batch its replies).
-    pub fn try_recv_buffered(&mut self) -> Result<Option<Message>, WsError> {
-        self.read.try_recv_buffered()
     }
 
     /// Queues a message and writes everything queued.
@@ -562,7 +562,8 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
             match self.read.recv_incoming().await {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),
-                Err(WsError::Protocol(_)) => {}
+                // The peer did not answer in time; the connection is over.
+                Err(WsError::Timeout) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -594,20 +595,6 @@ impl<T: Transport, R: Runtime> ReadHalf<T, R> {
     /// See [`WebSocket::recv_incoming`].
     pub async fn recv_incoming(&mut self) -> Result<Option<Incoming>, WsError> {
         poll_fn(|cx| lock(&self.shared).poll_incoming(cx)).await
-    }
-
-    /// See [`WebSocket::try_recv_buffered`].
-    pub fn try_recv_buffered(&mut self) -> Result<Option<Message>, WsError> {
-        let mut inner = lock(&self.shared);
-        while let Some(ev) = inner.conn.poll_event() {
-            if let Some(Incoming::Message(m)) = inner.note_event(ev) {
-                return Ok(Some(m));
-            }
-        }
-        match inner.pending_error.take() {
-            Some(e) => Err(*e),
-            None => Ok(None),
-        }
     }
 
     /// How the connection ended, once it has.
@@ -646,26 +633,6 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
         let mut inner = lock(&self.shared);
         inner.check_room()?;
         inner.conn.send(message)?;
-        Ok(())
-    }
-
-    /// Queues a frame prepared once for many connections (server role),
-    /// without waiting; fails with [`WsError::Backpressure`] when full.
-    pub fn try_feed_prepared(&mut self, frame: &PreparedFrame) -> Result<(), WsError> {
-        let mut inner = lock(&self.shared);
-        inner.check_room()?;
-        inner.conn.send_prepared(frame)?;
-        Ok(())
-    }
-
-    /// Queues one text message made of `parts` (which together must be
-    /// UTF-8, see `ws_proto::Connection::send_text_bytes`) without waiting
-    /// and without copying large parts; fails with
-    /// [`WsError::Backpressure`] when the outbound buffer is full.
-    pub fn try_feed_text_bytes(&mut self, parts: &[Bytes]) -> Result<(), WsError> {
-        let mut inner = lock(&self.shared);
-        inner.check_room()?;
-        inner.conn.send_text_bytes(parts)?;
         Ok(())
     }
 
@@ -711,20 +678,6 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
     /// close handshake (and enforces its timeout) as it keeps being polled.
     pub fn begin_close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
         lock(&self.shared).start_close(code, reason)
-    }
-
-    /// Queues one text message made of `parts` without joining them.
-    pub async fn feed_text_parts(&mut self, parts: &[Utf8Bytes]) -> Result<(), WsError> {
-        poll_fn(|cx| {
-            let mut inner = lock(&self.shared);
-            match inner.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    Poll::Ready(inner.conn.send_text_parts(parts).map_err(WsError::from))
-                }
-                other => other,
-            }
-        })
-        .await
     }
 
     /// Bytes queued for the transport.

@@ -9,12 +9,12 @@ use std::time::Duration;
 use futures_lite::future;
 use ws_proto::CloseCode;
 
-use crate::error::WsError;
-use crate::handshake::accept;
-use crate::runtime::{Runtime, Transport};
 use crate::shutdown::Shutdown;
-use crate::stream::WsConfig;
 use crate::task::{accept_error, unless};
+use ws_async::WsConfig;
+use ws_async::WsError;
+use ws_async::accept;
+use ws_async::{Runtime, Transport};
 
 /// Accepts connections on `listener` and echoes on each until `shutdown`
 /// triggers; then stops accepting, closes every client with 1001 and
@@ -79,7 +79,8 @@ pub async fn echo_connection<T: Transport, R: Runtime>(
             // go before it waits for more input.
             Some(Ok(Some(message))) => ws.feed(message).await?,
             Some(Ok(None)) => return Ok(()),
-            Some(Err(WsError::Protocol(_))) => {} // closing with the right code; finish it
+            // The peer did not answer our close; finish shutting down.
+            Some(Err(WsError::Timeout)) => {}
             Some(Err(e)) => return Err(e),
         }
     }

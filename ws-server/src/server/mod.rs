@@ -1,4 +1,4 @@
-//! The hub server: `ws-hub` over `ws-proto` over any [`Runtime`].
+//! The hub server: `ws-hub` over `ws-proto` over any [`ServerRuntime`].
 //!
 //! # How the work is split across cores
 //!
@@ -15,7 +15,8 @@
 //! framing and the writes happen on the connections' threads.
 //!
 //! Resumable sessions and their replay buffers live only in this process's
-//! memory: a restart loses them (clients are told `expired` and resync).
+//! memory, under a session key drawn at start: a restart loses them
+//! (clients are told `unknown` and resync).
 
 mod bodies;
 mod conn;
@@ -31,13 +32,13 @@ use std::sync::{Arc, Mutex};
 
 use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics};
 
+use crate::ServerRuntime;
 use crate::bus::{BusStats, run_redis_bus};
-use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
-pub use settings::{ServerConfig, Settings, SettingsError};
+pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
 
 /// State every connection task shares.
 pub(crate) struct Shared {
@@ -59,12 +60,21 @@ const HUB_INBOX: usize = 65_536;
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
 /// for it, and returns within `config.shutdown_grace`.
-pub async fn serve<R: Runtime>(
+pub async fn serve<R: ServerRuntime>(
     rt: R,
     listener: R::Listener,
     mut config: ServerConfig,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
+    if config.redis.is_some() && !R::BUS.is_built() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "--redis: built without this runtime's Redis support (ws-server feature `{}`)",
+                R::BUS.feature()
+            ),
+        ));
+    }
     let mut key = [0u8; 32];
     let mut seed = [0u8; 8];
     getrandom::fill(&mut key)

@@ -1,0 +1,40 @@
+//! The WebSocket hub server application, generic over the async runtime.
+//!
+//! This crate is what the `ws-tokio` and `ws-smol` binaries run; it sits
+//! on top of the runtime-generic WebSocket layer (`ws-async`) and the
+//! sans-IO hub (`ws-hub`), and an adapter brings it in through its
+//! `server` feature. It holds the application, written once for every
+//! runtime:
+//!
+//! - [`server`]: the hub server (hub task, admission, settings, metrics,
+//!   `/healthz` and `/metrics`);
+//! - [`bus`]: the Redis pub/sub bus between nodes;
+//! - [`echo`]: the echo server (the Autobahn server);
+//! - [`autobahn`]: the Autobahn|Testsuite client procedure;
+//! - [`cli`]: the command line both binaries share;
+//! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
+//!
+//! A runtime the server runs on implements [`ServerRuntime`], which adds
+//! to `ws_async::Runtime` the one thing the application needs beyond it:
+//! which async runtime the `redis` crate drives the bus on.
+//!
+//! ```
+//! use ws_server::server::{ServerConfig, Settings};
+//!
+//! // Every setting falls back to the cores' defaults.
+//! let config = ServerConfig::from_settings(&Settings::default()).unwrap();
+//! assert_eq!(config.ws.proto.max_frame_size, ws_proto::Config::default().max_frame_size);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod autobahn;
+pub mod bus;
+pub mod cli;
+pub mod echo;
+mod runtime;
+pub mod server;
+pub mod shutdown;
+pub mod task;
+
+pub use runtime::{BusRuntime, ServerRuntime};
