@@ -20,6 +20,24 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "layers: the smol adapter links no tokio; library-only adapters carry no application"
+# `cargo tree` says "nothing to print" on stderr when nothing matches.
+tokio_in_smol=$(cargo tree -p runtime-smol -e normal -i tokio --all-features 2>/dev/null)
+if [ -n "$tokio_in_smol" ]; then
+    echo "runtime-smol links tokio:" >&2
+    echo "$tokio_in_smol" >&2
+    exit 1
+fi
+for adapter in runtime-tokio runtime-smol; do
+    app_deps=$(cargo tree -p "$adapter" --no-default-features -e normal --prefix none \
+        | awk '{print $1}' | grep -xE 'clap|redis|toml|tracing-subscriber' | sort -u || true)
+    if [ -n "$app_deps" ]; then
+        echo "$adapter without default features depends on:" $app_deps >&2
+        exit 1
+    fi
+done
+echo "ok"
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-Dwarnings" cargo doc --workspace --no-deps --quiet
 

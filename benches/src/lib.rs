@@ -1,5 +1,6 @@
-//! Benchmarks: shared pieces of the end-to-end load tool (`wsload`) and of
-//! the peer servers (`peer-tungstenite`, `peer-fastwebsockets`, `tcp-echo`).
+//! Benchmarks: shared pieces of the end-to-end load tools (`wsload`, and
+//! `wssload` over TLS) and of the peer servers (`peer-tungstenite`,
+//! `peer-fastwebsockets`, `tcp-echo`).
 //!
 //! The load tool deliberately does not use any WebSocket library in its hot
 //! path: frames are pre-encoded once and written with vectored writes, and
@@ -9,6 +10,7 @@
 pub mod procfs;
 pub mod server;
 pub mod target;
+pub mod tls;
 pub mod wire;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new

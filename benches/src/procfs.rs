@@ -27,6 +27,25 @@ pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
     Ok(ticks * (1_000_000 / USER_HZ))
 }
 
+/// Time the threads of process `pid` have spent runnable but waiting for
+/// a CPU (the run-queue delay in `/proc/PID/task/*/schedstat`), in
+/// microseconds. On a machine shared with other work, a process that is
+/// neither busy nor waiting for this is idle; one that waits here is starved.
+pub fn runq_wait_us(pid: u32) -> std::io::Result<u64> {
+    let mut ns = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // the thread has just exited
+        };
+        ns += text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| std::io::Error::other("malformed schedstat"))?;
+    }
+    Ok(ns / 1000)
+}
+
 /// Resident set size (`VmRSS`) of process `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -50,18 +69,31 @@ pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
 pub struct CpuSample {
     pid: Option<u32>,
     start_us: Option<u64>,
+    start_wait_us: Option<u64>,
 }
 
 impl CpuSample {
     /// Samples the CPU time of `pid` now (no-op if `pid` is `None`).
     pub fn start(pid: Option<u32>) -> Self {
         let start_us = pid.and_then(|p| cpu_us(p).ok());
-        Self { pid, start_us }
+        let start_wait_us = pid.and_then(|p| runq_wait_us(p).ok());
+        Self {
+            pid,
+            start_us,
+            start_wait_us,
+        }
     }
 
     /// CPU microseconds consumed by the server since [`CpuSample::start`].
     pub fn elapsed_us(&self) -> Option<u64> {
         let end = cpu_us(self.pid?).ok()?;
         Some(end.saturating_sub(self.start_us?))
+    }
+
+    /// Microseconds the server's threads spent waiting for a CPU since
+    /// [`CpuSample::start`] (see [`runq_wait_us`]).
+    pub fn elapsed_wait_us(&self) -> Option<u64> {
+        let end = runq_wait_us(self.pid?).ok()?;
+        Some(end.saturating_sub(self.start_wait_us?))
     }
 }

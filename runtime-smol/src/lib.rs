@@ -80,6 +80,11 @@ pub struct SmolIo<S>(pub S);
 
 /// A WebSocket over a smol stream (an async-io `TcpStream` by default).
 pub type WebSocket<S = Async<TcpStream>> = ws_async::WebSocket<SmolIo<S>, SmolRuntime>;
+/// A WebSocket over TLS over a smol stream, from [`accept_tls`] and
+/// [`connect_tls`]: the same WebSocket type, over the TLS transport.
+#[cfg(feature = "tls")]
+pub type TlsWebSocket<S = Async<TcpStream>> =
+    ws_async::WebSocket<ws_async::tls::TlsStream<SmolIo<S>>, SmolRuntime>;
 /// The receiving half of a [`WebSocket`].
 pub type ReadHalf<S = Async<TcpStream>> = ws_async::ReadHalf<SmolIo<S>, SmolRuntime>;
 /// The sending half of a [`WebSocket`].
@@ -119,6 +124,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -193,11 +202,6 @@ impl ws_async::Runtime for SmolRuntime {
     }
 }
 
-#[cfg(feature = "server")]
-impl ws_server::ServerRuntime for SmolRuntime {
-    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Smol;
-}
-
 /// Server: accepts a WebSocket on `stream` (any valid upgrade request).
 pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
 where
@@ -236,4 +240,29 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     ws_async::client_handshake(SmolRuntime::default(), SmolIo(stream), request, config).await
+}
+
+/// Server over TLS: the TLS handshake on `stream`, then the WebSocket
+/// handshake (one handshake timeout covers both).
+#[cfg(feature = "tls")]
+pub async fn accept_tls<S>(
+    stream: S,
+    tls: Arc<ws_async::tls::rustls::ServerConfig>,
+    config: WsConfig,
+) -> Result<TlsWebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::tls::accept_tls(SmolRuntime::default(), SmolIo(stream), tls, config).await
+}
+
+/// Client over TLS: connects to a `wss://host:port/path?query` URL,
+/// verifying the server's certificate for the URL's host.
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    url: &str,
+    tls: Arc<ws_async::tls::rustls::ClientConfig>,
+    config: WsConfig,
+) -> Result<(TlsWebSocket, ServerResponse), WsError> {
+    ws_async::tls::connect_tls(SmolRuntime::default(), url, tls, config).await
 }

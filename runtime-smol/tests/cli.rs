@@ -4,3 +4,8 @@
 fn echo_and_client_subcommands() {
     ws_tests::cli::check_cli(env!("CARGO_BIN_EXE_ws-smol"));
 }
+
+#[test]
+fn tls_command_line_forms() {
+    ws_tests::cli::check_tls_cli(env!("CARGO_BIN_EXE_ws-smol"));
+}

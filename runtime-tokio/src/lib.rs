@@ -42,6 +42,8 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -63,6 +65,11 @@ pub struct TokioIo<S>(pub S);
 
 /// A WebSocket over a tokio stream (a `TcpStream` by default).
 pub type WebSocket<S = TcpStream> = ws_async::WebSocket<TokioIo<S>, TokioRuntime>;
+/// A WebSocket over TLS over a tokio stream, from [`accept_tls`] and
+/// [`connect_tls`]: the same WebSocket type, over the TLS transport.
+#[cfg(feature = "tls")]
+pub type TlsWebSocket<S = TcpStream> =
+    ws_async::WebSocket<ws_async::tls::TlsStream<TokioIo<S>>, TokioRuntime>;
 /// The receiving half of a [`WebSocket`].
 pub type ReadHalf<S = TcpStream> = ws_async::ReadHalf<TokioIo<S>, TokioRuntime>;
 /// The sending half of a [`WebSocket`].
@@ -92,6 +99,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -144,11 +155,6 @@ impl ws_async::Runtime for TokioRuntime {
     }
 }
 
-#[cfg(feature = "server")]
-impl ws_server::ServerRuntime for TokioRuntime {
-    const BUS: ws_server::BusRuntime = ws_server::BusRuntime::Tokio;
-}
-
 /// Server: accepts a WebSocket on `stream` (any valid upgrade request).
 pub async fn accept<S>(stream: S, config: WsConfig) -> Result<WebSocket<S>, WsError>
 where
@@ -186,4 +192,29 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     ws_async::client_handshake(TokioRuntime, TokioIo(stream), request, config).await
+}
+
+/// Server over TLS: the TLS handshake on `stream`, then the WebSocket
+/// handshake (one handshake timeout covers both).
+#[cfg(feature = "tls")]
+pub async fn accept_tls<S>(
+    stream: S,
+    tls: Arc<ws_async::tls::rustls::ServerConfig>,
+    config: WsConfig,
+) -> Result<TlsWebSocket<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ws_async::tls::accept_tls(TokioRuntime, TokioIo(stream), tls, config).await
+}
+
+/// Client over TLS: connects to a `wss://host:port/path?query` URL,
+/// verifying the server's certificate for the URL's host.
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    url: &str,
+    tls: Arc<ws_async::tls::rustls::ClientConfig>,
+    config: WsConfig,
+) -> Result<(TlsWebSocket, ServerResponse), WsError> {
+    ws_async::tls::connect_tls(TokioRuntime, url, tls, config).await
 }

@@ -2,8 +2,17 @@
 //! by each runtime crate against its own binary.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
+
+use ws_async::WsConfig;
+use ws_async::certgen::Validity;
+use ws_async::tls::{connect_tls, load_certs};
+use ws_proto::Message;
+
+use crate::tls::{Pki, https_get, peer_leaf};
 
 /// A child process that is killed when dropped.
 struct Reaped(Child);
@@ -17,23 +26,35 @@ impl Drop for Reaped {
 
 /// Starts `bin echo` on a free port; returns the process and its address.
 fn start_echo(bin: &str) -> (Reaped, String) {
+    let (child, addr, _) = start_listening(bin, &["echo", "--listen", "127.0.0.1:0"]);
+    (child, addr)
+}
+
+/// Starts `bin args...` (a server subcommand listening on port 0); returns
+/// the process, its address and its later log lines.
+fn start_listening(bin: &str, args: &[&str]) -> (Reaped, String, mpsc::Receiver<String>) {
     let mut child = Command::new(bin)
-        .args(["echo", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start echo");
+        .expect("start server");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("echo exited early").expect("read");
+        let line = lines.next().expect("server exited early").expect("read");
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().expect("address").to_owned();
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Reaped(child), addr)
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Reaped(child), addr, rx)
 }
 
 /// `client` sends stdin lines, prints replies, closes with 1000 at end of
@@ -41,20 +62,8 @@ fn start_echo(bin: &str) -> (Reaped, String) {
 /// exits cleanly on SIGTERM.
 pub fn check_cli(bin: &str) {
     let (mut echo, addr) = start_echo(bin);
-    let mut client = Command::new(bin)
-        .args(["client", "--url", &format!("ws://{addr}/cli")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start client");
-    client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all("one\ntwo ü\n\nthree\n".as_bytes())
-        .expect("write");
-    let out = wait_bounded(client, Duration::from_secs(30));
+    let url = format!("ws://{addr}/cli");
+    let out = run_client(bin, &url, &[], &[], "one\ntwo ü\n\nthree\n");
     assert!(
         out.status.success(),
         "client failed: {}",
@@ -73,11 +82,11 @@ pub fn check_cli(bin: &str) {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("error"));
     let bad_url = Command::new(bin)
-        .args(["client", "--url", "wss://x/"])
+        .args(["client", "--url", "http://127.0.0.1:1/"])
         .output()
         .expect("run client");
     assert!(!bad_url.status.success());
-    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("TLS"));
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("ws://"));
 
     // SIGTERM: the server exits 0 by itself.
     let pid = echo.0.id().to_string();
@@ -114,4 +123,158 @@ fn wait_bounded(child: Child, limit: Duration) -> std::process::Output {
     let out = child.wait_with_output().expect("wait");
     drop(watchdog);
     out
+}
+
+/// Runs `client` on `url` with `args`, feeding `input`; returns its output.
+fn run_client(
+    bin: &str,
+    url: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    input: &str,
+) -> std::process::Output {
+    let mut client = Command::new(bin)
+        .args(["client", "--url", url])
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start client");
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    wait_bounded(client, Duration::from_secs(30))
+}
+
+/// Sends SIGHUP to `child`.
+fn hang_up(child: &Reaped) {
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+/// Waits (bounded) for `what` to hold.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while !check() {
+        assert!(waited < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(step);
+        waited += step;
+    }
+}
+
+/// TLS on the command line: `gen-cert`, then `echo` with it and `client
+/// --url wss://... --ca-file`; a client that does not trust the server
+/// fails clearly; `serve` with TLS answers /healthz over TLS; SIGHUP
+/// reloads the certificate for new connections while an open connection
+/// keeps working, and a bad new file keeps the old certificate.
+pub fn check_tls_cli(bin: &str) {
+    let pki = Pki::new();
+    let dir = pki.dir.display().to_string();
+    let (cert, key) = (format!("{dir}/gen.pem"), format!("{dir}/gen.key"));
+    let made = Command::new(bin)
+        .args(["gen-cert", "--cert", &cert, "--key", &key])
+        .output()
+        .expect("gen-cert");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key file").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the key is private");
+
+    let (_echo, addr, _) = start_listening(
+        bin,
+        &[
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let port = addr.rsplit(':').next().expect("port");
+    let url = format!("wss://localhost:{port}/cli");
+    let out = run_client(bin, &url, &["--ca-file", &cert], &[], "one\ntwo\n");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    // The platform store (pointed at another CA here) does not trust it.
+    let other = pki.ca_file().display().to_string();
+    let out = run_client(bin, &url, &[], &[("SSL_CERT_FILE", &other)], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("certificate"),
+        "{err}"
+    );
+
+    // serve over TLS: /healthz on the TLS port.
+    let (server_cert, server_key) = pki.issue("serve", &["localhost"], Validity::Current);
+    let (serve, addr, logs) = start_listening(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &server_cert.display().to_string(),
+            "--tls-key",
+            &server_key.display().to_string(),
+        ],
+    );
+    let addr: SocketAddr = addr.parse().expect("address");
+    let client = pki.client(None);
+    assert_eq!(https_get(addr, client.clone(), "/healthz").status, 200);
+
+    // SIGHUP: an open connection survives, new ones get the new certificate.
+    let first = load_certs(&server_cert).expect("cert")[0].clone();
+    assert_eq!(peer_leaf(addr, client.clone()), first);
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let rt = runtime_smol::SmolRuntime::default();
+    let (mut open, _) = smol::block_on(connect_tls(rt, &url, client.clone(), WsConfig::default()))
+        .expect("connect");
+    let welcome = smol::block_on(open.recv()).expect("recv");
+    assert!(matches!(welcome, Some(Message::Text(_))), "{welcome:?}");
+    let (new_cert, _) = pki.issue("serve", &["localhost"], Validity::Current);
+    let second = load_certs(&new_cert).expect("cert")[0].clone();
+    hang_up(&serve);
+    eventually("new connections get the new certificate", || {
+        peer_leaf(addr, client.clone()) == second
+    });
+    smol::block_on(async {
+        open.send(Message::text(r#"{"type":"ping","id":"p"}"#))
+            .await
+            .expect("the open connection still sends");
+        let pong = open.recv().await.expect("and receives");
+        assert!(
+            matches!(&pong, Some(Message::Text(t)) if t.as_str().contains("pong")),
+            "{pong:?}"
+        );
+    });
+    std::fs::write(&server_cert, "not a certificate").expect("write");
+    hang_up(&serve);
+    eventually("the failed reload is logged", || {
+        logs.try_iter().any(|l| l.contains("reload failed"))
+    });
+    assert_eq!(peer_leaf(addr, client), second, "the old certificate stays");
 }

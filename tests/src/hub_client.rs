@@ -9,10 +9,13 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_async::tls::rustls::ClientConfig;
+use ws_async::tls::{MaybeTls, client_tls_handshake, server_name};
 use ws_async::{CloseInfo, Runtime, WebSocket, WsConfig, WsError, client_handshake};
 use ws_proto::{ClientRequest, CloseCode, Message};
 
@@ -60,6 +63,8 @@ pub struct ConnectOptions {
     pub headers: Vec<(String, String)>,
     /// Offer permessage-deflate (the shared mode).
     pub deflate: bool,
+    /// TLS (the server verified as `localhost`), or plain TCP.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// What one bounded receive produced.
@@ -78,7 +83,7 @@ pub enum Recv {
 /// wait for one reply while messages keep arriving.
 pub struct HubClient<R: Runtime> {
     rt: R,
-    ws: WebSocket<R::Stream, R>,
+    ws: WebSocket<MaybeTls<R::Stream>, R>,
     pending: VecDeque<Value>,
     welcome: Value,
     last_seq: u64,
@@ -111,7 +116,16 @@ impl<R: Runtime> HubClient<R> {
         options: &ConnectOptions,
     ) -> Result<Self, WsError> {
         let attempt = async {
-            let io = rt.connect(&addr.to_string()).await?;
+            let tcp = rt.connect(&addr.to_string()).await?;
+            let io = match &options.tls {
+                None => MaybeTls::Plain(tcp),
+                Some(tls) => {
+                    let name = server_name("localhost").expect("name");
+                    MaybeTls::Tls(Box::new(
+                        client_tls_handshake(tcp, tls.clone(), name).await?,
+                    ))
+                }
+            };
             // Any 16 bytes do for a test client; vary them anyway.
             let n = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
             let mut key = [0x5au8; 16];
@@ -402,8 +416,14 @@ impl HttpReply {
 pub fn http(addr: SocketAddr, request: &str) -> HttpReply {
     let mut tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+    http_over(&mut tcp, request)
+}
+
+/// Sends a raw HTTP request over `stream` and reads the response.
+pub fn http_over(stream: &mut (impl Read + Write), request: &str) -> HttpReply {
+    let tcp = stream;
     tcp.write_all(request.as_bytes()).expect("write request");
-    let head = read_http_head(&mut tcp);
+    let head = read_http_head(tcp);
     let status = head
         .split(' ')
         .nth(1)
@@ -451,7 +471,11 @@ pub fn upgrade_request(target: &str, extra: &[&str]) -> String {
 /// `/metrics`, checked to be Prometheus text (every sample has a `# HELP`
 /// and a `# TYPE`, every value is an integer), as name → value.
 pub fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
-    let reply = http_get(addr, "/metrics");
+    parse_metrics(&http_get(addr, "/metrics"))
+}
+
+/// A `/metrics` reply, checked as [`metrics`] does, as name → value.
+pub fn parse_metrics(reply: &HttpReply) -> HashMap<String, u64> {
     assert_eq!(reply.status, 200, "{reply:?}");
     let mut values = HashMap::new();
     let mut described = std::collections::HashSet::new();

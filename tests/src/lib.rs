@@ -15,6 +15,7 @@ use ws_server::shutdown::Shutdown;
 pub mod cli;
 pub mod hub_client;
 pub mod redis;
+pub mod tls;
 
 /// Which runtime a side runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,9 +159,17 @@ pub fn start_hub(rt: Rt, config: ws_server::server::ServerConfig) -> TestServer 
 
 /// Starts the echo server on `rt` with `config` on a free loopback port.
 pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
+    start_echo_with(rt, config, None)
+}
+
+fn start_echo_with(
+    rt: Rt,
+    config: WsConfig,
+    tls: Option<Arc<ws_server::server::tls::ServerTls>>,
+) -> TestServer {
     let grace = Duration::from_secs(5);
     start_server!(rt, |r, listener, stop| async move {
-        ws_server::echo::serve_echo(r, listener, config, stop, grace)
+        ws_server::echo::serve_echo(r, listener, config, tls, stop, grace)
             .await
             .expect("serve");
     })
@@ -183,7 +192,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 }
 
 /// Reads an HTTP response head byte by byte (so nothing after it is lost).
-pub fn read_http_head(tcp: &mut TcpStream) -> String {
+pub fn read_http_head(tcp: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -233,4 +242,9 @@ pub fn read_frames_until_eof(tcp: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
 /// The close code in a close frame payload.
 pub fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// Starts the echo server over TLS on `rt` on a free loopback port.
+pub fn start_tls_echo(rt: Rt, tls: Arc<ws_server::server::tls::ServerTls>) -> TestServer {
+    start_echo_with(rt, WsConfig::default(), Some(tls))
 }

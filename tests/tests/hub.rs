@@ -872,6 +872,102 @@ fn drop_oldest_tells_the_slow_client_how_many_messages_it_lost() {
     }
 }
 
+/// Reads whole server frames from a raw connection, many per read.
+fn read_frame(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    loop {
+        if let Ok(Some((header, start))) = ws_proto::frame::FrameHeader::decode(buf) {
+            let end = start + usize::try_from(header.payload_len).expect("length");
+            if buf.len() >= end {
+                let payload = buf[start..end].to_vec();
+                buf.drain(..end);
+                return (header.opcode, payload);
+            }
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = tcp
+            .read(&mut chunk)
+            .expect("read (a stall ends in the read timeout)");
+        assert!(n > 0, "EOF while waiting for a frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The next text frame as JSON (pings skipped); a close frame fails.
+fn read_json(tcp: &mut TcpStream, buf: &mut Vec<u8>, who: &str) -> Value {
+    loop {
+        match read_frame(tcp, buf) {
+            (0x1, payload) => return serde_json::from_slice(&payload).expect("JSON"),
+            (0x8, payload) => panic!("{who} was closed: code {}", close_code(&payload)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_burst_reaches_every_subscriber_and_no_reader_that_keeps_up_is_cut_off() {
+    // A burst far larger than one outbox (1,024 messages by default)
+    // arrives in one write, as it does when a server has fallen behind.
+    // Every reader keeps up (the kernel's socket buffers alone could hold
+    // the burst), so none of them may be taken for a slow consumer: not
+    // the subscribers, and not the publisher, which gets an ack and its
+    // own copy of every message.
+    const BURST: usize = 3000;
+    const SUBSCRIBERS: usize = 16;
+    let cfg = config(|s| {
+        s.rate_per_sec = Some(1_000_000);
+        s.rate_burst = Some(1_000_000);
+    });
+    for (srv, _) in runtimes(0) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        let join = |name: &str| {
+            let (mut tcp, mut buf) = (raw_client(addr), Vec::new());
+            assert_eq!(read_json(&mut tcp, &mut buf, name)["type"], "welcome");
+            raw_send_text(&mut tcp, r#"{"type":"join","room":"burst"}"#);
+            assert_ack(&read_json(&mut tcp, &mut buf, name), "join");
+            (tcp, buf)
+        };
+        let readers: Vec<_> = (0..SUBSCRIBERS)
+            .map(|i| {
+                let (mut tcp, mut buf) = join(&format!("subscriber {i}"));
+                std::thread::spawn(move || {
+                    let who = format!("{srv:?}: subscriber {i}");
+                    for n in 1..=BURST {
+                        let m = read_json(&mut tcp, &mut buf, &who);
+                        assert_eq!(m["type"], "message", "{who}: {m}");
+                        assert_eq!(m["id"], format!("b{n}"), "{who}: out of order");
+                    }
+                })
+            })
+            .collect();
+        let (mut publisher, mut buf) = join("publisher");
+        let mut burst = Vec::new();
+        for n in 1..=BURST {
+            let text = format!(r#"{{"type":"publish","room":"burst","id":"b{n}","data":{n}}}"#);
+            burst.extend_from_slice(&client_frame(true, 0x1, text.as_bytes()));
+        }
+        publisher.write_all(&burst).expect("write the burst");
+        let (mut acks, mut copies) = (0, 0);
+        while acks < BURST || copies < BURST {
+            let v = read_json(&mut publisher, &mut buf, &format!("{srv:?}: publisher"));
+            match v["type"].as_str() {
+                Some("ack") => acks += 1,
+                Some("message") => copies += 1,
+                _ => panic!("{srv:?}: publisher got {v}"),
+            }
+        }
+        for reader in readers {
+            reader.join().expect("every subscriber got the whole burst");
+        }
+        assert_eq!(
+            metric(addr, "ws_slow_consumer_disconnects_total"),
+            0,
+            "{srv:?}"
+        );
+    }
+}
+
 #[test]
 fn a_client_over_its_rate_is_nacked_rate_limited() {
     let cfg = config(|s| {

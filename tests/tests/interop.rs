@@ -1,6 +1,6 @@
 //! permessage-deflate against real peers: Python `websockets` and Node
-//! `ws` (installed by `scripts/install-deps.sh` under
-//! `~/.cache/ws-interop`, or `$WS_INTEROP_HOME`), in both directions, with
+//! `ws` (installed by `scripts/install-deps.sh` under `~/.cache/ws-peers`,
+//! or `$WS_PEERS_HOME`), in both directions, with
 //! and without context takeover, on both runtimes.
 // A peer process gets a real deadline (wall clock) before it is killed.
 #![allow(clippy::disallowed_methods)]
@@ -18,8 +18,8 @@ use ws_tests::*;
 const MODES: [&str; 2] = ["takeover", "no-takeover"];
 
 fn home() -> PathBuf {
-    std::env::var_os("WS_INTEROP_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ws-interop"),
+    std::env::var_os("WS_PEERS_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ws-peers"),
         PathBuf::from,
     )
 }
@@ -37,7 +37,7 @@ fn peer(kind: &str) -> Command {
         _ => {
             let mut c = Command::new("node");
             c.arg(dir.join("peer.js"))
-                .env("NODE_PATH", home.join("node/node_modules"));
+                .env("NODE_PATH", home.join("node_modules"));
             c
         }
     };

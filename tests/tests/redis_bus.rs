@@ -338,10 +338,198 @@ fn every_publish_is_accounted_for_across_a_kill() {
     }
 }
 
+/// A Redis with a password: the right one (alone, or with the user name)
+/// connects, a wrong one never does and is counted as errors.
+#[test]
+fn a_password_protected_redis_needs_the_right_password() {
+    let redis = RedisServer::start();
+    redis.command(&["CONFIG", "SET", "requirepass", "s3cr:t"]);
+    let port = redis.port();
+    for rt in ws_tests::RUNTIMES {
+        for url in [
+            format!("redis://:s3cr%3At@127.0.0.1:{port}"),
+            format!("redis://default:s3cr%3At@127.0.0.1:{port}/0"),
+        ] {
+            let node = Node::start("auth", rt, url);
+            wait_until("connected", LIMIT, || node.stats.connected());
+            node.subscribe(LOBBY);
+            wait_until("subscribed", LIMIT, || node.stats.subscriptions() == 1);
+            node.publish(LOBBY, "to myself");
+            node.expect(&[(LOBBY, "to myself")]);
+        }
+        let node = Node::start("wrong", rt, format!("redis://:nope@127.0.0.1:{port}"));
+        wait_until("failed attempts", LIMIT, || node.stats.errors() >= 2);
+        assert!(!node.stats.connected());
+    }
+}
+
+/// A server that answers PING and nothing else, and on request sends every
+/// connection a push announcing a 100 GB payload.
+struct FakeRedis {
+    addr: std::net::SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeRedis {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        use ws_server::bus::resp::{Decoder, Value};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (conns.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut served = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut tcp, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                tcp.set_nonblocking(false).expect("blocking");
+                c.lock().unwrap().push(tcp.try_clone().expect("clone"));
+                served.push(thread::spawn(move || {
+                    let mut decoder = Decoder::default();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = tcp.read(&mut buf) {
+                        decoder.feed(&buf[..n]);
+                        while let Ok(Some(Value::Array(Some(args)))) = decoder.next_value() {
+                            if args.first().and_then(Value::as_bytes).map(|b| &b[..])
+                                == Some(b"PING")
+                            {
+                                let _ = tcp.write_all(b"+PONG\r\n");
+                            }
+                        }
+                    }
+                }));
+            }
+            for conn in c.lock().unwrap().drain(..) {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+            for t in served {
+                let _ = t.join();
+            }
+        });
+        Self {
+            addr,
+            conns,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn send_huge_push(&self) {
+        use std::io::Write as _;
+        for conn in self.conns.lock().unwrap().iter_mut() {
+            let _ = conn.write_all(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$100000000000\r\n");
+        }
+    }
+}
+
+impl Drop for FakeRedis {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A server that never confirms a SUBSCRIBE, or announces a payload far
+/// past the decoder's limits: the bus drops the connection (counting an
+/// error) instead of waiting forever or buffering, and reconnects.
+#[test]
+fn a_misbehaving_server_is_dropped_not_waited_for_or_buffered() {
+    for rt in ws_tests::RUNTIMES {
+        let fake = FakeRedis::start();
+        let mut node = Node::start("fake", rt, fake.url());
+        wait_until("connected", LIMIT, || node.stats.connected());
+        assert_eq!(node.stats.errors(), 0);
+
+        // Never confirmed: given up after the response timeout.
+        node.subscribe(LOBBY);
+        wait_until("unconfirmed SUBSCRIBE given up", LIMIT, || {
+            node.stats.errors() >= 1
+        });
+        // Reconnects once nothing needs confirming.
+        node.unsubscribe(LOBBY);
+        wait_until("reconnected", LIMIT, || {
+            node.stats.connected() && node.stats.reconnects() >= 1
+        });
+
+        let errors = node.stats.errors();
+        fake.send_huge_push();
+        wait_until("oversized push refused", LIMIT, || {
+            node.stats.errors() > errors
+        });
+        assert_eq!(node.stats.received(), 0);
+        assert!(node.is_running());
+        node.stop();
+    }
+}
+
+/// The request/response client: a hash written, given a lifetime and read
+/// back; an error reply is a typed error and leaves the connection usable.
+#[test]
+fn the_request_client_writes_and_reads_a_hash() {
+    use ws_server::bus::resp::Value;
+    use ws_server::bus::url::RedisUrl;
+    use ws_server::bus::{ConnError, RedisClient};
+    let redis = RedisServer::start();
+    let url = RedisUrl::parse(&redis.url()).expect("url");
+    for rt in ws_tests::RUNTIMES {
+        let key = format!("presence:{rt:?}");
+        on_runtime!(rt, |r| async {
+            let mut client = RedisClient::connect(r, &url).await.expect("connect");
+            let n = client
+                .command(["HSET", &key, "alice", "1", "bob", "2"])
+                .await;
+            assert_eq!(n.expect("HSET"), Value::Integer(2));
+            let n = client.command(["EXPIRE", &key, "60"]).await;
+            assert_eq!(n.expect("EXPIRE"), Value::Integer(1));
+            let all = client.command(["HGETALL", &key]).await.expect("HGETALL");
+            let Value::Array(Some(items)) = all else {
+                panic!("HGETALL: {all:?}")
+            };
+            let mut pairs: Vec<(Bytes, Bytes)> = items
+                .chunks(2)
+                .map(|kv| {
+                    (
+                        kv[0].as_bytes().unwrap().clone(),
+                        kv[1].as_bytes().unwrap().clone(),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            assert_eq!(
+                pairs,
+                [
+                    (Bytes::from("alice"), Bytes::from("1")),
+                    (Bytes::from("bob"), Bytes::from("2"))
+                ]
+            );
+            let wrong = client.command(["LPUSH", &key, "x"]).await;
+            assert!(
+                matches!(&wrong, Err(ConnError::Server(e)) if e.starts_with("WRONGTYPE")),
+                "{wrong:?}"
+            );
+            let ttl = client.command(["TTL", &key]).await.expect("TTL");
+            assert!(matches!(ttl, Value::Integer(1..=60)), "{ttl:?}");
+        });
+    }
+}
+
 /// The bus task can be handed to `Runtime::spawn` (which needs `Send`).
 #[test]
 fn the_bus_future_is_send() {
-    fn check<R: ws_server::ServerRuntime>(rt: R) {
+    fn check<R: ws_async::Runtime>(rt: R) {
         fn is_send<T: Send>(_: &T) {}
         let (_commands, commands_rx) = async_channel::bounded(1);
         let (incoming_tx, _incoming) = async_channel::bounded(1);

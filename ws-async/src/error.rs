@@ -30,7 +30,8 @@ pub enum WsError {
     /// own server side, answering a request it would not accept).
     #[error("request refused with HTTP status {0}")]
     Refused(u16),
-    /// A URL that is not `ws://host[:port][/path][?query]`.
+    /// A URL that is not `ws[s]://host[:port][/path][?query]`, or a
+    /// `wss://` URL given where TLS is not set up.
     #[error("invalid URL: {0}")]
     Url(#[from] UrlError),
     /// The connection is closed.
@@ -41,4 +42,10 @@ pub enum WsError {
     /// `recv`; the connection is over, with close code 1006).
     #[error("timed out")]
     Timeout,
+    /// The TLS handshake failed: the peer's certificate is untrusted,
+    /// expired or for another host, a required client certificate is
+    /// missing, or the peer does not speak TLS.
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake failed: {0}")]
+    Tls(rustls::Error),
 }

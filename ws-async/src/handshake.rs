@@ -1,6 +1,6 @@
 //! Opening handshakes over a transport: server accept, client connect.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::task::{Context, Poll};
 
 use futures_lite::future;
@@ -12,7 +12,7 @@ use ws_proto::{
 use crate::error::WsError;
 use crate::runtime::{Runtime, Transport};
 use crate::stream::{Inner, WebSocket, WsConfig};
-use crate::url::WsUrl;
+use crate::url::{UrlError, WsUrl};
 
 /// A server's answer to an upgrade request.
 #[derive(Debug, Clone)]
@@ -110,26 +110,65 @@ pub async fn client_handshake<T: Transport, R: Runtime>(
 }
 
 /// Client: connects to a `ws://` URL (TCP, then the handshake), within the
-/// configured handshake timeout.
+/// configured handshake timeout. A `wss://` URL needs TLS settings:
+/// `tls::connect_tls` (feature `tls`).
 pub async fn connect<R: Runtime>(
     rt: R,
     url: &str,
     config: WsConfig,
 ) -> Result<(WebSocket<R::Stream, R>, ServerResponse), WsError> {
     let url = WsUrl::parse(url)?;
+    if url.secure {
+        return Err(UrlError::Tls(format!("wss://{}", url.authority())).into());
+    }
+    connect_over(rt, &url, config, |tcp| async { Ok(tcp) }).await
+}
+
+/// Client: TCP to `url`'s host, `wrap` (TLS, say), then the WebSocket
+/// handshake, all within the configured handshake timeout.
+pub(crate) async fn connect_over<R, T, F, W>(
+    rt: R,
+    url: &WsUrl,
+    config: WsConfig,
+    wrap: W,
+) -> Result<(WebSocket<T, R>, ServerResponse), WsError>
+where
+    R: Runtime,
+    T: Transport,
+    F: Future<Output = Result<T, WsError>>,
+    W: FnOnce(R::Stream) -> F,
+{
+    let request = client_request(url)?;
+    let timeout = config.proto.handshake_timeout;
+    within(&rt, timeout, async {
+        let tcp = rt.connect(&url.authority()).await?;
+        let io = wrap(tcp).await?;
+        client_handshake(rt.clone(), io, request, config).await
+    })
+    .await
+}
+
+/// The upgrade request for `url`, with a fresh random key.
+fn client_request(url: &WsUrl) -> Result<ClientRequest, WsError> {
     let mut key = [0u8; 16];
     os_random(&mut key)?;
-    let request = ClientRequest::new(url.host_header(), url.target.clone(), key);
-    let timeout = config.proto.handshake_timeout;
-    let attempt = async {
-        let io = rt.connect(&url.authority()).await?;
-        client_handshake(rt.clone(), io, request, config).await
-    };
+    Ok(ClientRequest::new(
+        url.host_header(),
+        url.target.clone(),
+        key,
+    ))
+}
+
+/// Runs `attempt`, failing with [`WsError::Timeout`] after `timeout`.
+pub(crate) async fn within<R: Runtime, O>(
+    rt: &R,
+    timeout: Option<std::time::Duration>,
+    attempt: impl Future<Output = Result<O, WsError>>,
+) -> Result<O, WsError> {
     match timeout {
         None => attempt.await,
         Some(t) => {
-            let deadline = rt.now() + t;
-            let sleep = rt.sleep_until(deadline);
+            let sleep = rt.sleep_until(rt.now() + t);
             future::or(attempt, async {
                 sleep.await;
                 Err(WsError::Timeout)

@@ -15,6 +15,9 @@
 //!   close and handshake timeouts;
 //! - [`accept`], [`accept_with`], [`connect`], [`client_handshake`]: the
 //!   opening handshakes, generic over the runtime and the transport;
+//! - `tls` (feature `tls`): TLS as a [`Transport`] (rustls with ring,
+//!   written once on rustls's sans-IO API for every runtime), `wss://`
+//!   clients and TLS servers with the same [`WebSocket`] type;
 //! - [`WsUrl`] and [`WsError`].
 //!
 //! Applications normally use an adapter's own entry points
@@ -50,10 +53,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "certgen"))]
+pub mod certgen;
 mod error;
 mod handshake;
 mod runtime;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod url;
 
 pub use error::WsError;

@@ -35,6 +35,14 @@ pub trait Transport: Send + Unpin + 'static {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>>;
 
+    /// Writes out what the transport itself still buffers from earlier
+    /// writes (a TLS record that did not fit the socket, say). A plain
+    /// socket buffers nothing, hence the default. The WebSocket calls this
+    /// once its own queue is written.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
     /// Flushes and shuts down the write side (TCP FIN).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }

@@ -119,6 +119,8 @@ pub(crate) struct Inner<T, R: Runtime> {
     pub(crate) handshake: Option<Box<Event>>,
     reader_waker: Option<Waker>,
     writer_waker: Option<Waker>,
+    /// The transport's own flush returned `Pending` last time.
+    transport_flush_pending: bool,
 }
 
 impl<T: Transport, R: Runtime> Inner<T, R> {
@@ -140,6 +142,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             handshake: None,
             reader_waker: None,
             writer_waker: None,
+            transport_flush_pending: false,
         }
     }
 
@@ -165,7 +168,21 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 }
             }
         }
-        if had > 0 {
+        // What the transport itself still holds (a TLS record the socket
+        // did not take). Whoever finishes that flush wakes the other half,
+        // which may be waiting on the same socket.
+        match self.io.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.transport_flush_pending = true;
+                if had > 0 {
+                    self.wake_others();
+                }
+                return Poll::Pending;
+            }
+        }
+        if had > 0 || std::mem::take(&mut self.transport_flush_pending) {
             self.wake_others();
         }
         Poll::Ready(Ok(()))

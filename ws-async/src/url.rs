@@ -1,14 +1,19 @@
-//! `ws://` URLs.
+//! `ws://` and `wss://` URLs.
 
-/// Why a string is not a `ws://` URL these adapters can connect to.
+/// Why a string is not a `ws://` or `wss://` URL these adapters can
+/// connect to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
-    /// A `wss://` URL: TLS is not implemented in these adapters.
-    #[error("{0}: wss:// (TLS) is not supported")]
+    /// A `wss://` URL given to a plain-TCP connect: TLS needs TLS client
+    /// settings (`tls::connect_tls` or `tls::connect_url`, feature `tls`).
+    #[error("{0}: wss:// needs TLS client settings (tls::connect_tls)")]
     Tls(String),
-    /// Not a `ws://` URL.
-    #[error("{0}: expected ws://host[:port]/path")]
+    /// A `ws://` URL where TLS was asked for.
+    #[error("{0}: expected a wss:// URL for TLS")]
+    NotTls(String),
+    /// Not a `ws://` or `wss://` URL.
+    #[error("{0}: expected ws://host[:port]/path or wss://host[:port]/path")]
     Scheme(String),
     /// An IPv6 address without its closing bracket.
     #[error("{0}: unterminated IPv6 address")]
@@ -24,30 +29,35 @@ pub enum UrlError {
         /// The port as written.
         port: String,
     },
+    /// A host that cannot be a TLS server name (for `wss://`).
+    #[error("{0}: not a valid TLS server name")]
+    ServerName(String),
     /// Whitespace or control characters in the path or query.
     #[error("{0}: whitespace in path")]
     Whitespace(String),
 }
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: TLS.
+    pub secure: bool,
     /// Host name or address (IPv6 in brackets).
     pub host: String,
-    /// Port (80 by default).
+    /// Port (80 by default, 443 for `wss://`).
     pub port: u16,
     /// Path and query, starting with `/`.
     pub target: String,
 }
 
 impl WsUrl {
-    /// Parses a URL. `wss://` is refused with a clear error: TLS is not
-    /// implemented in these adapters.
+    /// Parses a `ws://` or `wss://` URL.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
-        if url.starts_with("wss://") {
-            return Err(UrlError::Tls(url.to_owned()));
-        }
-        let Some(rest) = url.strip_prefix("ws://") else {
+        let (secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else {
             return Err(UrlError::Scheme(url.to_owned()));
         };
         let (authority, target) = match rest.find(['/', '?']) {
@@ -70,7 +80,7 @@ impl WsUrl {
             return Err(UrlError::MissingHost(url.to_owned()));
         }
         let port = match port {
-            None => 80,
+            None => Self::default_port(secure),
             Some(p) => p.parse().map_err(|_| UrlError::InvalidPort {
                 url: url.to_owned(),
                 port: p.to_owned(),
@@ -82,7 +92,16 @@ impl WsUrl {
         {
             return Err(UrlError::Whitespace(url.to_owned()));
         }
-        Ok(Self { host, port, target })
+        Ok(Self {
+            secure,
+            host,
+            port,
+            target,
+        })
+    }
+
+    fn default_port(secure: bool) -> u16 {
+        if secure { 443 } else { 80 }
     }
 
     /// `host:port`, for connecting.
@@ -92,7 +111,7 @@ impl WsUrl {
 
     /// The `Host` header value (port omitted when it is 80).
     pub fn host_header(&self) -> String {
-        if self.port == 80 {
+        if self.port == Self::default_port(self.secure) {
             self.host.clone()
         } else {
             self.authority()
@@ -124,8 +143,21 @@ mod tests {
     }
 
     #[test]
+    fn wss_defaults_to_443() {
+        let u = WsUrl::parse("wss://example.com/chat").unwrap();
+        assert!(u.secure);
+        assert_eq!((u.port, u.host_header()), (443, "example.com".to_owned()));
+        let u = WsUrl::parse("wss://example.com:8443").unwrap();
+        assert_eq!(u.host_header(), "example.com:8443");
+        assert!(!WsUrl::parse("ws://example.com").unwrap().secure);
+        assert!(matches!(
+            WsUrl::parse("wss://:443/"),
+            Err(UrlError::MissingHost(_))
+        ));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_do() {
-        assert!(matches!(WsUrl::parse("wss://x/"), Err(UrlError::Tls(_))));
         assert!(matches!(
             WsUrl::parse("http://x/"),
             Err(UrlError::Scheme(_))
@@ -146,11 +178,5 @@ mod tests {
             WsUrl::parse("ws://x/a b"),
             Err(UrlError::Whitespace(_))
         ));
-        assert!(
-            WsUrl::parse("wss://x/")
-                .unwrap_err()
-                .to_string()
-                .contains("TLS")
-        );
     }
 }

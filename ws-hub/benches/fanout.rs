@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity};
+use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, SessionSecret};
 
 #[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
@@ -28,7 +28,7 @@ fn hub_with_room(n: u64, now: Instant) -> Hub {
         idle_timeout: None,
         ..HubConfig::default()
     };
-    let mut hub = Hub::with_defaults(config).expect("valid config");
+    let mut hub = Hub::with_defaults(config, SessionSecret::new([7; 32])).expect("valid config");
     for c in 0..n {
         hub.handle(
             now,

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ws_hub::{
     Action, AllowAll, AuthRequest, Command, ConnId, HmacTokenAuth, Hub, HubConfig, Metrics,
-    OutboundQueue, PushOutcome, ResumeRequest,
+    OutboundQueue, PushOutcome, ResumeRequest, SessionSecret,
 };
 use ws_proto::{AcceptOptions, CloseCode, Config, Connection, Event, Message, Request, State};
 
@@ -432,11 +432,12 @@ fn shut_down(to_hub: &SyncSender<Input>, stopping: &AtomicBool, addr: SocketAddr
 /// A hub with a fresh session key from the OS and HMAC tokens.
 fn new_hub(config: HubConfig, auth: HmacTokenAuth) -> io::Result<Hub> {
     let mut config = config;
-    getrandom::fill(&mut config.session_key).map_err(io::Error::other)?;
+    let mut secret = [0; 32];
+    getrandom::fill(&mut secret).map_err(io::Error::other)?;
     let mut seed = [0; 8];
     getrandom::fill(&mut seed).map_err(io::Error::other)?;
     config.session_seed = u64::from_le_bytes(seed);
-    Hub::new(config, auth, AllowAll).map_err(io::Error::other)
+    Hub::new(config, SessionSecret::new(secret), auth, AllowAll).map_err(io::Error::other)
 }
 
 fn main() -> io::Result<()> {

@@ -20,12 +20,9 @@ pub struct HubConfig {
     /// `SubscribeBus`/`UnsubscribeBus` actions for multi-node operation.
     /// Default `false` (single node: no bus actions at all).
     pub cluster: bool,
-    /// Secret key for minting session ids. Default all zeroes, which is
-    /// only fit for tests: an adapter MUST fill it from the OS random source
-    /// (the same key on every node lets nodes recognise each other's ids).
-    pub session_key: [u8; 32],
     /// Distinguishes runs of the hub (session ids of an earlier run under
-    /// the same `session_key` are reported `expired`; under another key
+    /// the same [`SessionSecret`](crate::SessionSecret) are reported
+    /// `expired`; under another secret
     /// they are `unknown`) and is part of
     /// [`anonymous_namespace`](Self::anonymous_namespace). Default 0; an
     /// adapter SHOULD pass a random value.
@@ -102,7 +99,6 @@ impl Default for HubConfig {
         Self {
             node_id: "node-1".to_owned(),
             cluster: false,
-            session_key: [0; 32],
             session_seed: 0,
             ping_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),

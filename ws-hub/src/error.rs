@@ -36,6 +36,10 @@ pub enum ConfigError {
     /// The per-publisher de-dup bound exceeds the global one.
     #[error("`dedup_per_publisher` must not exceed `dedup_max_entries`")]
     DedupBounds,
+    /// The [`SessionSecret`](crate::SessionSecret) is all zeroes: anyone
+    /// could forge session ids.
+    #[error("the session secret must not be all zeroes")]
+    ZeroSessionSecret,
 }
 
 /// Why an [`Authenticator`](crate::Authenticator) rejected a connection.

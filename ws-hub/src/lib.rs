@@ -7,8 +7,8 @@
 //! machine**.
 //!
 //! The crate never does IO, never reads a clock (time is a parameter), never
-//! spawns threads or tasks, uses no randomness except what the caller seeds
-//! ([`HubConfig::session_key`], [`HubConfig::session_seed`]) and contains no
+//! spawns threads or tasks, uses no randomness except what the caller gives
+//! it (the [`SessionSecret`], [`HubConfig::session_seed`]) and contains no
 //! `unsafe`. It knows nothing about WebSocket framing: inputs and outputs are
 //! plain bytes, and an adapter turns them into frames. Nothing a client
 //! sends can make it panic or grow memory beyond its [`HubConfig`].
@@ -33,9 +33,12 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use bytes::Bytes;
-//! use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity};
+//! use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, SessionSecret};
 //!
-//! let mut hub = Hub::with_defaults(HubConfig::default()).unwrap();
+//! // A real embedder draws the secret from the OS random source (see the
+//! // `embed` example); a constant makes session ids forgeable.
+//! let secret = SessionSecret::new(*b"an example, never use a constant");
+//! let mut hub = Hub::with_defaults(HubConfig::default(), secret).unwrap();
 //! let now = Instant::now(); // adapters read their runtime's clock
 //! for (conn, user) in [(ConnId(1), "alice"), (ConnId(2), "bob")] {
 //!     hub.handle(now, Command::Connected {
@@ -86,7 +89,6 @@ mod command;
 mod config;
 mod dedup;
 mod error;
-mod heartbeat;
 mod hub;
 mod id;
 mod metrics;
@@ -95,6 +97,7 @@ pub mod protocol;
 mod ratelimit;
 mod room;
 mod session;
+mod timers;
 
 pub use action::{Action, Payload};
 pub use auth::{AllowAll, AllowAnonymous, AuthRequest, Authenticator, Authoriser, HmacTokenAuth};
@@ -110,7 +113,7 @@ pub use id::{ConnId, Identity, RoomName, UserId};
 pub use metrics::{Metrics, NackCounts};
 pub use outbound::{OutboundConfig, OutboundQueue, PushOutcome, SlowConsumerPolicy};
 pub use protocol::{ErrorCode, NackReason, ResumeFailure};
-pub use session::SessionId;
+pub use session::{SessionId, SessionSecret};
 
 /// A base instant for unit tests (the only clock read, and only in tests).
 #[cfg(test)]

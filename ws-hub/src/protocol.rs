@@ -86,7 +86,7 @@ pub enum ResumeFailure {
     /// The session existed but is gone: its retention time is over, it was
     /// discarded (a clean close, a 1008 close, the detached-session bound),
     /// or it belonged to an earlier run of the hub under the same
-    /// `session_key`. A new session was started.
+    /// session secret. A new session was started.
     Expired,
     /// The session was kept, but messages after `last_seq` were evicted
     /// from its bounded buffer: the client missed some and must resync.
@@ -95,7 +95,7 @@ pub enum ResumeFailure {
     Overflow,
     /// The session id is not one this hub can verify: mistyped or forged,
     /// issued by another node, or issued before a restart of a server that
-    /// draws a new `session_key` per run (as the `serve` command does). A
+    /// draws a new session secret per run (as the `serve` command does). A
     /// new session was started.
     Unknown,
     /// The session belongs to another user. A new session was started.

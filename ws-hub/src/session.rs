@@ -25,7 +25,7 @@ use crate::id::{ConnId, RoomName, UserId};
 use crate::protocol::message_head;
 
 /// A session id as given to clients in `welcome` (opaque, 43 characters
-/// of base64url). Unforgeable without [`HubConfig::session_key`](crate::HubConfig::session_key).
+/// of base64url). Unforgeable without the hub's [`SessionSecret`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Arc<str>);
 
@@ -42,6 +42,31 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// The secret that makes session ids unforgeable: the HMAC key of every id
+/// a [`Hub`](crate::Hub) mints, and a required input of
+/// [`Hub::new`](crate::Hub::new). Draw it from the operating system's
+/// random source; all zeroes is refused. Nodes of a cluster that share the
+/// secret recognise each other's ids (as `expired`, not `unknown`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionSecret([u8; 32]);
+
+impl SessionSecret {
+    /// Wraps 32 secret bytes.
+    pub const fn new(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    pub(crate) fn is_zero(&self) -> bool {
+        self.0 == [0; 32]
+    }
+}
+
+impl fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecret(..)")
+    }
+}
+
 /// Internal handle of a session (a counter, unique per hub instance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SessionKey(pub(crate) u64);
@@ -51,7 +76,7 @@ pub(crate) struct SessionKey(pub(crate) u64);
 /// distinguishes runs of the hub, so an id from an earlier run is reported
 /// as `expired`, never confused with a new session.
 pub(crate) struct SessionMinter {
-    key: [u8; 32],
+    key: SessionSecret,
     seed: u64,
 }
 
@@ -76,13 +101,13 @@ const ID_RAW_LEN: usize = 32;
 const ID_TEXT_LEN: usize = 43;
 
 impl SessionMinter {
-    pub(crate) fn new(key: [u8; 32], seed: u64) -> Self {
+    pub(crate) fn new(key: SessionSecret, seed: u64) -> Self {
         Self { key, seed }
     }
 
     fn tag(&self, seed: u64, counter: u64) -> [u8; 16] {
         let mut out = [0u8; 16];
-        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) {
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key.0) {
             mac.update(&seed.to_be_bytes());
             mac.update(&counter.to_be_bytes());
             let full = mac.finalize().into_bytes();
@@ -273,13 +298,13 @@ mod tests {
 
     #[test]
     fn session_ids_verify() {
-        let m = SessionMinter::new([7; 32], 42);
+        let m = SessionMinter::new(SessionSecret::new([7; 32]), 42);
         let id = m.mint(SessionKey(5));
         assert_eq!(id.as_str().len(), ID_TEXT_LEN);
         assert_eq!(m.parse(id.as_str()), ParsedSession::Ours(SessionKey(5)));
-        let earlier_run = SessionMinter::new([7; 32], 41).mint(SessionKey(5));
+        let earlier_run = SessionMinter::new(SessionSecret::new([7; 32]), 41).mint(SessionKey(5));
         assert_eq!(m.parse(earlier_run.as_str()), ParsedSession::Foreign);
-        let other_key = SessionMinter::new([8; 32], 42).mint(SessionKey(5));
+        let other_key = SessionMinter::new(SessionSecret::new([8; 32]), 42).mint(SessionKey(5));
         assert_eq!(m.parse(other_key.as_str()), ParsedSession::Invalid);
         assert_eq!(m.parse("short"), ParsedSession::Invalid);
         assert_eq!(m.parse(&"!".repeat(43)), ParsedSession::Invalid);

@@ -236,7 +236,8 @@ fn check_actions(c: &mut Clients, now: Instant, actions: Vec<Action>) -> Result<
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut hub = Hub::with_defaults(config()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut hub = Hub::with_defaults(config(), common::secret())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let t0 = common::origin();
     let mut now = t0;
     let mut c = Clients::default();

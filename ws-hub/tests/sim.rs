@@ -255,7 +255,7 @@ fn nacks_for_size_names_room_limit_and_authoriser() {
         max_name_len: 8,
         ..quiet_config()
     };
-    let hub = Hub::new(config, ws_hub::AllowAnonymous, NoSecrets).unwrap();
+    let hub = Hub::new(config, secret(), ws_hub::AllowAnonymous, NoSecrets).unwrap();
     let mut s = Sim::with_hub(hub);
     s.connect(1, "alice");
     assert_eq!(
@@ -633,10 +633,13 @@ fn resume_failures_expired_unknown_forbidden_invalid_seq() {
     assert_ne!(s.session(6), sid);
     // An id minted by an earlier run (other seed, same key) is "expired".
     let old = {
-        let mut h = Hub::with_defaults(HubConfig {
-            session_seed: 99,
-            ..quiet_config()
-        })
+        let mut h = Hub::with_defaults(
+            HubConfig {
+                session_seed: 99,
+                ..quiet_config()
+            },
+            secret(),
+        )
         .unwrap();
         h.handle(
             s.now,
@@ -790,10 +793,13 @@ fn connection_limit_refuses_1013() {
 
 #[test]
 fn invalid_config_is_a_typed_error() {
-    let err = Hub::with_defaults(HubConfig {
-        rate_burst: 0,
-        ..HubConfig::default()
-    })
+    let err = Hub::with_defaults(
+        HubConfig {
+            rate_burst: 0,
+            ..HubConfig::default()
+        },
+        secret(),
+    )
     .err();
     assert_eq!(
         err,
@@ -804,10 +810,16 @@ fn invalid_config_is_a_typed_error() {
 }
 
 #[test]
+fn an_all_zero_session_secret_is_refused() {
+    let err = Hub::with_defaults(HubConfig::default(), ws_hub::SessionSecret::new([0; 32])).err();
+    assert_eq!(err, Some(ConfigError::ZeroSessionSecret));
+}
+
+#[test]
 fn hub_runs_the_authenticator() {
     let auth = HmacTokenAuth::new(b"k".to_vec());
     let token = auth.issue("alice", 2000);
-    let hub = Hub::new(HubConfig::default(), auth, ws_hub::AllowAll).unwrap();
+    let hub = Hub::new(HubConfig::default(), secret(), auth, ws_hub::AllowAll).unwrap();
     let req = |token| AuthRequest {
         conn: ConnId(1),
         token,
@@ -1030,7 +1042,7 @@ fn dedup_per_publisher_above_the_total_is_refused_at_start() {
         ..quiet_config()
     };
     assert_eq!(
-        Hub::with_defaults(bad).err(),
+        Hub::with_defaults(bad, secret()).err(),
         Some(ConfigError::DedupBounds)
     );
 }

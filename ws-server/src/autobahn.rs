@@ -1,12 +1,13 @@
 //! The Autobahn|Testsuite client procedure (`wstest -m fuzzingserver`):
 //! `getCaseCount`, then every `runCase` echoing, then `updateReports`.
 
-use ws_proto::Message;
+use std::sync::Arc;
 
 use ws_async::Runtime;
 use ws_async::WsConfig;
 use ws_async::WsError;
-use ws_async::connect;
+use ws_async::tls::{connect_url, rustls::ClientConfig};
+use ws_proto::Message;
 
 /// Why the Autobahn client procedure stopped.
 #[derive(Debug, thiserror::Error)]
@@ -20,16 +21,23 @@ pub enum AutobahnError {
     CaseCount(String),
 }
 
-/// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`) as
-/// `agent`; returns the number of cases run.
+/// Runs every case against `base_url` (e.g. `ws://127.0.0.1:9001`, or
+/// `wss://...` with `tls`) as `agent`; returns the number of cases run.
 pub async fn run_autobahn_client<R: Runtime>(
     rt: R,
     base_url: &str,
     agent: &str,
+    tls: Option<Arc<ClientConfig>>,
     config: WsConfig,
 ) -> Result<usize, AutobahnError> {
     let base = base_url.trim_end_matches('/');
-    let (mut ws, _) = connect(rt.clone(), &format!("{base}/getCaseCount"), config.clone()).await?;
+    let (mut ws, _) = connect_url(
+        rt.clone(),
+        &format!("{base}/getCaseCount"),
+        tls.clone(),
+        config.clone(),
+    )
+    .await?;
     let count = match ws.recv().await? {
         Some(Message::Text(text)) => text
             .as_str()
@@ -42,7 +50,7 @@ pub async fn run_autobahn_client<R: Runtime>(
     tracing::info!(count, "running Autobahn cases");
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match connect(rt.clone(), &url, config.clone()).await {
+        match connect_url(rt.clone(), &url, tls.clone(), config.clone()).await {
             Ok((mut ws, _)) => loop {
                 match ws.recv().await {
                     Ok(Some(message)) => {
@@ -57,7 +65,13 @@ pub async fn run_autobahn_client<R: Runtime>(
             Err(e) => tracing::warn!(case, error = %e, "case connection failed"),
         }
     }
-    let (mut ws, _) = connect(rt, &format!("{base}/updateReports?agent={agent}"), config).await?;
+    let (mut ws, _) = connect_url(
+        rt,
+        &format!("{base}/updateReports?agent={agent}"),
+        tls,
+        config,
+    )
+    .await?;
     while ws.recv().await?.is_some() {}
     Ok(count)
 }

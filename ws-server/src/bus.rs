@@ -9,31 +9,28 @@
 //! # Connections
 //!
 //! Two connections per node, as Redis pub/sub requires: a subscriber
-//! connection ([`redis::aio::PubSub`], split into a sink for
-//! SUBSCRIBE/UNSUBSCRIBE and a stream of messages) and a multiplexed
-//! connection for PUBLISH. Publishes queued together are sent as one
-//! pipeline (at most [`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`] bytes)
-//! and batches are sent one after the other, so messages published by one
-//! node reach every subscriber in the order the hub emitted them.
+//! connection (SUBSCRIBE/UNSUBSCRIBE go out on it, `message` pushes and
+//! subscription confirmations come back) and a publisher connection for
+//! PUBLISH. Publishes queued together are sent as one pipeline (at most
+//! [`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`] bytes) and batches are
+//! sent one after the other on the one publisher connection, so messages
+//! published by one node reach every subscriber in the order the hub
+//! emitted them. Each connection starts with AUTH (when the URL has a
+//! password) and a PING.
 //!
-//! # Runtime choice
+//! # Runtime
 //!
-//! The task runs natively on the runtime that calls it, with no extra
-//! thread. Which runtime the `redis` crate uses for its sockets and its
-//! connection drivers is decided at build time, from the [`ServerRuntime`]
-//! the server runs on: each adapter enables its own feature of this crate
-//! (`tokio-bus` for tokio, `smol-bus` for smol), which enables only that
-//! runtime's support in redis (`tokio-comp`, `smol-comp`), so redis has a
-//! single runtime to use and nothing to detect. If the feature of
-//! `R::BUS` is missing the bus logs an error and stays down (and the
-//! server refuses to start with `--redis`). A build that unifies both
-//! features (one binary linking both adapters, as the integration tests
-//! do to run a tokio node beside a smol node) leaves the choice to redis,
-//! which then picks per connection whether a tokio runtime is current;
-//! the redis crate has no per-connection setting to pass the runtime
-//! instead, and its process-wide `prefer_tokio`/`prefer_smol` would break
-//! the other runtime's node. Timers and timeouts here use the [`Runtime`]
-//! passed in.
+//! The bus speaks RESP2 itself ([`resp`], a sans-IO encoder and decoder)
+//! over the [`Runtime`]'s own TCP streams ([`Runtime::connect`]), with the
+//! runtime's timers for timeouts and backoff: the same code runs on every
+//! runtime, in the task that calls it, with no extra thread and nothing
+//! to detect. It does not use the `redis` crate, whose async API links
+//! tokio (its `sync` primitives and `tokio-util` codecs) whatever runtime
+//! it is set to use, so the smol server would link tokio.
+//!
+//! [`RedisClient`] is a third kind of connection, for request/response
+//! commands outside pub/sub (state shared between nodes); the bus task
+//! does not use it.
 //!
 //! # Subscriptions
 //!
@@ -46,9 +43,12 @@
 //!
 //! # Failure and reconnection
 //!
-//! Losing either connection (EOF on the subscriber, an I/O error or timeout
-//! on a PUBLISH or SUBSCRIBE) drops both; the task logs a warning, counts an
-//! error, and reconnects with exponential backoff: 100 ms doubling to 5 s,
+//! Losing either connection (EOF or an I/O error on either, a PUBLISH
+//! unanswered within [`RESPONSE_TIMEOUT`], a SUBSCRIBE or UNSUBSCRIBE not
+//! confirmed within it, an error reply, or a reply that is not valid RESP
+//! or exceeds the decoder's [`resp::Limits`]) drops both; the task logs a
+//! warning, counts an error, and reconnects with exponential backoff:
+//! 100 ms doubling to 5 s,
 //! with up to 25% jitter so nodes do not reconnect in lockstep, reset once
 //! a connection (both sockets plus resubscription) succeeds. Recovery is
 //! logged at `info` and counted in [`BusStats::reconnects`]. The task never
@@ -74,29 +74,35 @@
 //!
 //! Nothing queues without bound here: commands wait in the caller's
 //! bounded channel; while down, publishes are dropped; a publish batch is
-//! capped; received messages are handed to `incoming` with `try_send`, and
+//! capped; subscription changes wait for the subscriber connection in a
+//! bounded queue; received messages are handed to `incoming` with `try_send`, and
 //! if the hub has fallen behind by the channel's whole capacity the message
 //! is dropped and counted (`ws_bus_received_dropped_total`) rather than
-//! buffered (the redis crate buffers received messages in an unbounded
-//! queue of its own, which this task drains as fast as they arrive; Redis
-//! itself disconnects a subscriber whose output buffer passes its
-//! `client-output-buffer-limit pubsub`).
+//! buffered; a reply or push is decoded only within [`resp::Limits`] (a
+//! longer one drops the connection), so a faulty server cannot make the bus
+//! buffer without bound; Redis itself disconnects a subscriber whose output
+//! buffer passes its `client-output-buffer-limit pubsub`.
 
-use std::collections::BTreeSet;
+mod client;
+mod conn;
+pub mod resp;
+pub mod url;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::StreamExt as _;
 use futures_lite::future;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, RedisError};
 
-use crate::ServerRuntime;
 use crate::shutdown::Shutdown;
+pub use client::RedisClient;
+pub use conn::ConnError;
+use conn::{Conn, limit};
+use resp::Value;
+use url::{RedisUrl, UrlError};
 use ws_async::Runtime;
 
 /// What the hub side asks of the bus.
@@ -263,8 +269,8 @@ impl BusStats {
 /// Checks that `url` is a Redis URL the bus can use (for failing fast at
 /// start-up; [`run_redis_bus`] itself logs an invalid URL and drops
 /// everything).
-pub fn validate_url(url: &str) -> Result<(), String> {
-    Client::open(url).map(drop).map_err(|e| e.to_string())
+pub fn validate_url(url: &str) -> Result<(), UrlError> {
+    RedisUrl::parse(url).map(drop)
 }
 
 /// Runs the bus until `commands` is closed (every sender dropped) or
@@ -275,7 +281,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 /// Never fails: an unreachable Redis is retried with backoff, and an
 /// invalid URL is logged and counted, after which commands are consumed and
 /// publishes dropped until the end. See the [module docs](self).
-pub async fn run_redis_bus<R: ServerRuntime>(
+pub async fn run_redis_bus<R: Runtime>(
     rt: R,
     url: String,
     commands: async_channel::Receiver<BusCommand>,
@@ -291,18 +297,8 @@ pub async fn run_redis_bus<R: ServerRuntime>(
         stats,
     };
     let run = async {
-        if !R::BUS.is_built() {
-            tracing::error!(
-                feature = R::BUS.feature(),
-                "redis bus: ws-server was built without this runtime's Redis support; \
-                 cross-node delivery disabled"
-            );
-            BusStats::bump(&bus.stats.errors, 1);
-            bus.while_down().await;
-            return;
-        }
-        match Client::open(url.as_str()) {
-            Ok(client) => bus.run(&client, &incoming).await,
+        match RedisUrl::parse(&url) {
+            Ok(url) => bus.run(&url, &incoming).await,
             Err(error) => {
                 tracing::error!(%error, "redis bus: invalid URL; cross-node delivery disabled");
                 BusStats::bump(&bus.stats.errors, 1);
@@ -318,19 +314,30 @@ pub async fn run_redis_bus<R: ServerRuntime>(
 }
 
 /// Why a connected period ended.
+#[derive(Debug)]
 enum End {
-    /// The connection broke; reconnect.
-    Lost(String),
+    /// A connection broke; reconnect.
+    Lost(ConnError),
     /// The hub side went away; stop.
     Closed,
 }
 
-/// Both connections to Redis.
-struct Conns {
-    publisher: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+impl From<ConnError> for End {
+    fn from(error: ConnError) -> Self {
+        Self::Lost(error)
+    }
 }
+
+/// A change of subscription, from the command side to the subscriber side.
+#[derive(Debug)]
+enum Change {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// Changes that may wait for the subscriber side before the command side
+/// pauses.
+const CHANGE_QUEUE: usize = 256;
 
 struct Bus<R> {
     rt: R,
@@ -345,7 +352,7 @@ struct Bus<R> {
 impl<R: Runtime> Bus<R> {
     /// Connect, serve, reconnect with backoff; returns once the hub side is
     /// gone.
-    async fn run(&mut self, client: &Client, incoming: &async_channel::Sender<(String, Bytes)>) {
+    async fn run(&mut self, url: &RedisUrl, incoming: &async_channel::Sender<(String, Bytes)>) {
         let mut backoff = BACKOFF_MIN;
         let mut ever_connected = false;
         let mut failures: u64 = 0;
@@ -353,20 +360,39 @@ impl<R: Runtime> Bus<R> {
         loop {
             // Connect while still taking commands (dropping publishes).
             let rt = self.rt.clone();
-            let attempt = future::or(async { Some(open(&rt, client).await) }, async {
-                self.while_down().await;
-                None
-            });
+            let attempt = future::or(
+                async {
+                    Some(
+                        limit(&rt, CONNECT_TIMEOUT, async {
+                            Ok((Conn::open(&rt, url).await?, Conn::open(&rt, url).await?))
+                        })
+                        .await,
+                    )
+                },
+                async {
+                    self.while_down().await;
+                    None
+                },
+            );
             let Some(opened) = attempt.await else {
                 return;
             };
-            let result = match opened {
-                Ok(conns) => self.resubscribe(conns).await,
-                Err(error) => Err(error),
+            let connected = match opened {
+                Ok((publisher, subscriber)) => {
+                    let mut subscriber =
+                        Subscriber::new(subscriber, &self.rt, &self.stats, incoming);
+                    match subscriber.resubscribe(&self.wanted).await {
+                        Ok(()) => Ok((publisher, subscriber)),
+                        Err(end) => Err(end),
+                    }
+                }
+                Err(error) => Err(End::Lost(error)),
             };
-            let conns = match result {
+            let (publisher, subscriber) = match connected {
                 Ok(conns) => conns,
-                Err(error) => {
+                Err(End::Closed) => return,
+                Err(End::Lost(error)) => {
+                    self.stats.subscriptions.store(0, Ordering::Relaxed);
                     BusStats::bump(&self.stats.errors, 1);
                     failures += 1;
                     // Warn at start-up and about once a minute while down
@@ -400,7 +426,7 @@ impl<R: Runtime> Bus<R> {
             ever_connected = true;
             failures = 0;
             dropped_before = self.stats.publish_dropped();
-            let end = self.serve(conns, incoming).await;
+            let end = self.serve(publisher, subscriber).await;
             self.stats.subscriptions.store(0, Ordering::Relaxed);
             self.stats.connected.store(false, Ordering::Relaxed);
             match end {
@@ -417,60 +443,19 @@ impl<R: Runtime> Bus<R> {
         }
     }
 
-    /// Subscribes to every followed channel on fresh connections.
-    async fn resubscribe(&self, mut conns: Conns) -> Result<Conns, String> {
-        let wanted: Vec<&String> = self.wanted.iter().collect();
-        for chunk in wanted.chunks(RESUBSCRIBE_CHUNK) {
-            limit(&self.rt, RESPONSE_TIMEOUT, conns.sink.subscribe(chunk)).await?;
-        }
-        self.stats
-            .subscriptions
-            .store(self.wanted.len() as u64, Ordering::Relaxed);
-        Ok(conns)
-    }
-
-    /// While connected: serves commands and forwards received messages
-    /// until either connection breaks or the hub side goes away.
+    /// While connected: serves commands on the publisher connection and
+    /// the subscriber side concurrently, until either connection breaks or
+    /// the hub side goes away.
     async fn serve(
         &mut self,
-        conns: Conns,
-        incoming: &async_channel::Sender<(String, Bytes)>,
+        mut publisher: Conn<R::Stream>,
+        mut subscriber: Subscriber<'_, R>,
     ) -> End {
-        let Conns {
-            mut publisher,
-            mut sink,
-            mut stream,
-        } = conns;
-        let stats = self.stats.clone();
-        let forward = async {
-            let mut handled = 0u32;
-            while let Some(msg) = stream.next().await {
-                let channel = msg.get_channel_name().to_owned();
-                let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                match incoming.try_send((channel, payload)) {
-                    Ok(()) => BusStats::bump(&stats.received, 1),
-                    Err(async_channel::TrySendError::Full(_)) => {
-                        if stats
-                            .received_dropped
-                            .fetch_add(1, Ordering::Relaxed)
-                            .is_multiple_of(1024)
-                        {
-                            tracing::warn!("redis bus: hub is behind; dropping received messages");
-                        }
-                    }
-                    Err(async_channel::TrySendError::Closed(_)) => return End::Closed,
-                }
-                handled = handled.wrapping_add(1);
-                if handled.is_multiple_of(YIELD_EVERY) {
-                    future::yield_now().await;
-                }
-            }
-            End::Lost("subscriber connection closed".to_owned())
-        };
+        let (changes_tx, changes_rx) = async_channel::bounded(CHANGE_QUEUE);
         let in_flight = AtomicU64::new(0);
         let end = future::or(
-            self.serve_commands(&mut publisher, &mut sink, &in_flight),
-            forward,
+            self.serve_commands(&mut publisher, &changes_tx, &in_flight),
+            subscriber.serve(&changes_rx),
         )
         .await;
         // A batch cut short by the loss of the other connection.
@@ -480,77 +465,88 @@ impl<R: Runtime> Bus<R> {
 
     async fn serve_commands(
         &mut self,
-        publisher: &mut MultiplexedConnection,
-        sink: &mut PubSubSink,
+        publisher: &mut Conn<R::Stream>,
+        changes: &async_channel::Sender<Change>,
         in_flight: &AtomicU64,
     ) -> End {
         loop {
             let Some(command) = self.next_command().await else {
                 return End::Closed;
             };
-            match command {
+            let change = match command {
                 BusCommand::Publish { channel, payload } => {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("PUBLISH").arg(channel).arg(&payload[..]).ignore();
-                    let mut bytes = payload.len();
-                    while pipe.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                        match self.commands.try_recv() {
-                            Ok(BusCommand::Publish { channel, payload }) => {
-                                bytes += payload.len();
-                                pipe.cmd("PUBLISH").arg(channel).arg(&payload[..]).ignore();
-                            }
-                            Ok(other) => {
-                                // Kept in `self`, so not lost if this
-                                // future is dropped during the PUBLISH.
-                                self.held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
+                    if let Err(error) = self.publish(publisher, channel, payload, in_flight).await {
+                        return End::Lost(error);
                     }
-                    let n = pipe.len() as u64;
-                    // Counted as dropped by `serve` if the subscriber
-                    // connection fails while this is in flight.
-                    in_flight.store(n, Ordering::Relaxed);
-                    let result = limit(
-                        &self.rt,
-                        RESPONSE_TIMEOUT,
-                        pipe.query_async::<()>(publisher),
-                    )
-                    .await;
-                    in_flight.store(0, Ordering::Relaxed);
-                    match result {
-                        Ok(()) => BusStats::bump(&self.stats.published, n),
-                        Err(error) => {
-                            BusStats::bump(&self.stats.publish_dropped, n);
-                            return End::Lost(format!("publish: {error}"));
-                        }
-                    }
+                    continue;
                 }
-                BusCommand::Subscribe(channel) => {
-                    if self.wanted.insert(channel.clone()) {
-                        // On failure the channel stays wanted and is
-                        // subscribed again after reconnecting.
-                        if let Err(error) =
-                            limit(&self.rt, RESPONSE_TIMEOUT, sink.subscribe(&channel)).await
-                        {
-                            return End::Lost(format!("subscribe {channel}: {error}"));
-                        }
-                        BusStats::bump(&self.stats.subscriptions, 1);
-                    }
+                // On failure the channel stays wanted and is subscribed
+                // again after reconnecting.
+                BusCommand::Subscribe(channel) if self.wanted.insert(channel.clone()) => {
+                    Change::Subscribe(channel)
                 }
-                BusCommand::Unsubscribe(channel) => {
-                    if self.wanted.remove(&channel) {
-                        if let Err(error) =
-                            limit(&self.rt, RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await
-                        {
-                            return End::Lost(format!("unsubscribe {channel}: {error}"));
-                        }
-                        self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                    }
+                BusCommand::Unsubscribe(channel) if self.wanted.remove(&channel) => {
+                    Change::Unsubscribe(channel)
                 }
+                // Already followed, or not followed.
+                BusCommand::Subscribe(_) | BusCommand::Unsubscribe(_) => continue,
+            };
+            if changes.send(change).await.is_err() {
+                // Cannot happen: the subscriber side ends the period first.
+                return End::Lost(ConnError::Closed);
             }
         }
+    }
+
+    /// PUBLISHes `channel`/`payload` and whatever publishes are queued
+    /// behind it (up to a batch), as one pipeline, and waits for every
+    /// reply.
+    async fn publish(
+        &mut self,
+        publisher: &mut Conn<R::Stream>,
+        channel: String,
+        payload: Bytes,
+        in_flight: &AtomicU64,
+    ) -> Result<(), ConnError> {
+        publisher.queue([&b"PUBLISH"[..], channel.as_bytes(), &payload[..]]);
+        let mut n = 1u64;
+        let mut bytes = payload.len();
+        while n < MAX_BATCH as u64 && bytes < MAX_BATCH_BYTES {
+            match self.commands.try_recv() {
+                Ok(BusCommand::Publish { channel, payload }) => {
+                    bytes += payload.len();
+                    n += 1;
+                    publisher.queue([&b"PUBLISH"[..], channel.as_bytes(), &payload[..]]);
+                }
+                Ok(other) => {
+                    // Kept in `self`, so not lost if this future is
+                    // dropped during the PUBLISH.
+                    self.held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // Counted as dropped by `serve` if the subscriber connection fails
+        // while this is in flight.
+        in_flight.store(n, Ordering::Relaxed);
+        let result = limit(&self.rt, RESPONSE_TIMEOUT, async {
+            publisher.flush().await?;
+            for _ in 0..n {
+                match publisher.read().await? {
+                    Value::Integer(_) => {}
+                    other => return Err(ConnError::unexpected(other)),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        in_flight.store(0, Ordering::Relaxed);
+        match result {
+            Ok(()) => BusStats::bump(&self.stats.published, n),
+            Err(_) => BusStats::bump(&self.stats.publish_dropped, n),
+        }
+        result
     }
 
     /// While disconnected: keeps the subscription set current and drops
@@ -606,38 +602,195 @@ impl<R: Runtime> Bus<R> {
     }
 }
 
-/// Opens both connections (PUBLISH and subscriber).
-async fn open<R: Runtime>(rt: &R, client: &Client) -> Result<Conns, String> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let publisher = limit(
-        rt,
-        CONNECT_TIMEOUT,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await?;
-    let pubsub = limit(rt, CONNECT_TIMEOUT, client.get_async_pubsub()).await?;
-    let (sink, stream) = pubsub.split();
-    Ok(Conns {
-        publisher,
-        sink,
-        stream,
-    })
+/// The subscriber connection: sends subscription changes, forwards
+/// `message` pushes to the hub, and holds Redis to confirming every change
+/// within [`RESPONSE_TIMEOUT`].
+struct Subscriber<'a, R: Runtime> {
+    conn: Conn<R::Stream>,
+    rt: R,
+    stats: Arc<BusStats>,
+    incoming: &'a async_channel::Sender<(String, Bytes)>,
+    /// When each unconfirmed SUBSCRIBE or UNSUBSCRIBE (one per channel, as
+    /// Redis confirms them) must be confirmed by, oldest first.
+    unconfirmed: VecDeque<Instant>,
+    /// Messages handled, for yielding now and then.
+    handled: u32,
 }
 
-/// `fut` with a time limit on `rt`'s clock, errors as text.
-async fn limit<R: Runtime, T>(
-    rt: &R,
-    limit: Duration,
-    fut: impl Future<Output = Result<T, RedisError>>,
-) -> Result<T, String> {
-    let sleep = rt.sleep_until(rt.now() + limit);
-    future::or(async { fut.await.map_err(|e| e.to_string()) }, async {
-        sleep.await;
-        Err(format!("timed out after {limit:?}"))
-    })
-    .await
+/// What the subscriber side waits for.
+enum Event {
+    Value(Result<Value, ConnError>),
+    Change(Option<Change>),
+    Overdue,
+}
+
+impl<'a, R: Runtime> Subscriber<'a, R> {
+    fn new(
+        conn: Conn<R::Stream>,
+        rt: &R,
+        stats: &Arc<BusStats>,
+        incoming: &'a async_channel::Sender<(String, Bytes)>,
+    ) -> Self {
+        Self {
+            conn,
+            rt: rt.clone(),
+            stats: stats.clone(),
+            incoming,
+            unconfirmed: VecDeque::new(),
+            handled: 0,
+        }
+    }
+
+    /// Subscribes a fresh connection to every followed channel, a chunk at
+    /// a time, each confirmed before the next is sent (messages on the
+    /// channels already confirmed are forwarded meanwhile).
+    async fn resubscribe(&mut self, wanted: &BTreeSet<String>) -> Result<(), End> {
+        let wanted: Vec<&String> = wanted.iter().collect();
+        for chunk in wanted.chunks(RESUBSCRIBE_CHUNK) {
+            let mut command = Vec::with_capacity(chunk.len() + 1);
+            command.push("SUBSCRIBE");
+            command.extend(chunk.iter().map(|c| c.as_str()));
+            self.conn.queue(command);
+            self.send(chunk.len()).await?;
+            while !self.unconfirmed.is_empty() {
+                self.next_event(None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Until the connection breaks or the hub side goes away.
+    async fn serve(&mut self, changes: &async_channel::Receiver<Change>) -> End {
+        loop {
+            if let Err(end) = self.next_event(Some(changes)).await {
+                return end;
+            }
+        }
+    }
+
+    /// Waits for one event and handles it.
+    async fn next_event(
+        &mut self,
+        changes: Option<&async_channel::Receiver<Change>>,
+    ) -> Result<(), End> {
+        let overdue = self.unconfirmed.front().map(|&at| self.rt.sleep_until(at));
+        let read = async { Event::Value(self.conn.read().await) };
+        let change = async {
+            match changes {
+                Some(changes) => Event::Change(changes.recv().await.ok()),
+                None => future::pending().await,
+            }
+        };
+        let overdue = async {
+            match overdue {
+                Some(sleep) => {
+                    sleep.await;
+                    Event::Overdue
+                }
+                None => future::pending().await,
+            }
+        };
+        let event = future::or(read, future::or(change, overdue)).await;
+        match event {
+            Event::Value(value) => {
+                self.handle(value?)?;
+                // Changes are taken between reads too, so a busy channel
+                // does not hold them back.
+                if let Some(changes) = changes {
+                    let mut n = 0;
+                    while let Ok(change) = changes.try_recv() {
+                        self.queue(change);
+                        n += 1;
+                    }
+                    if n > 0 {
+                        self.send(n).await?;
+                    }
+                }
+                self.handled = self.handled.wrapping_add(1);
+                if self.handled.is_multiple_of(YIELD_EVERY) {
+                    future::yield_now().await;
+                }
+                Ok(())
+            }
+            Event::Change(Some(change)) => {
+                self.queue(change);
+                self.send(1).await
+            }
+            // Cannot happen: the command side ends the period first.
+            Event::Change(None) => Err(End::Lost(ConnError::Closed)),
+            Event::Overdue => Err(End::Lost(ConnError::TimedOut(RESPONSE_TIMEOUT))),
+        }
+    }
+
+    fn queue(&mut self, change: Change) {
+        match change {
+            Change::Subscribe(channel) => self.conn.queue(["SUBSCRIBE", &channel]),
+            Change::Unsubscribe(channel) => self.conn.queue(["UNSUBSCRIBE", &channel]),
+        }
+    }
+
+    /// Writes what is queued: `channels` SUBSCRIBEs or UNSUBSCRIBEs, each
+    /// to be confirmed in time.
+    async fn send(&mut self, channels: usize) -> Result<(), End> {
+        let deadline = self.rt.now() + RESPONSE_TIMEOUT;
+        self.unconfirmed
+            .extend(std::iter::repeat_n(deadline, channels));
+        limit(&self.rt, RESPONSE_TIMEOUT, self.conn.flush()).await?;
+        Ok(())
+    }
+
+    /// One value from the subscriber connection.
+    fn handle(&mut self, value: Value) -> Result<(), End> {
+        let Value::Array(Some(items)) = value else {
+            return Err(ConnError::unexpected(value).into());
+        };
+        match <[Value; 3]>::try_from(items) {
+            Ok([kind, Value::Bulk(Some(channel)), payload])
+                if kind.as_bytes().is_some_and(|k| &k[..] == b"message") =>
+            {
+                let Value::Bulk(Some(payload)) = payload else {
+                    return Err(ConnError::unexpected(payload).into());
+                };
+                self.forward(&channel, payload)
+            }
+            Ok([kind, _, Value::Integer(count)])
+                if kind
+                    .as_bytes()
+                    .is_some_and(|k| &k[..] == b"subscribe" || &k[..] == b"unsubscribe") =>
+            {
+                if self.unconfirmed.pop_front().is_none() {
+                    return Err(ConnError::Unexpected("unrequested confirmation".into()).into());
+                }
+                self.stats
+                    .subscriptions
+                    .store(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(other) => Err(ConnError::unexpected(Value::Array(Some(other.into()))).into()),
+            Err(items) => Err(ConnError::unexpected(Value::Array(Some(items))).into()),
+        }
+    }
+
+    /// Hands a received message to the hub, or drops it if the hub is
+    /// behind.
+    fn forward(&self, channel: &[u8], payload: Bytes) -> Result<(), End> {
+        let channel = String::from_utf8_lossy(channel).into_owned();
+        match self.incoming.try_send((channel, payload)) {
+            Ok(()) => BusStats::bump(&self.stats.received, 1),
+            Err(async_channel::TrySendError::Full(_)) => {
+                if self
+                    .stats
+                    .received_dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1024)
+                {
+                    tracing::warn!("redis bus: hub is behind; dropping received messages");
+                }
+            }
+            Err(async_channel::TrySendError::Closed(_)) => return Err(End::Closed),
+        }
+        Ok(())
+    }
 }
 
 /// `delay` minus up to a quarter, at random.
@@ -687,6 +840,6 @@ mod tests {
     #[test]
     fn urls_are_validated() {
         assert!(validate_url("redis://127.0.0.1:6379").is_ok());
-        assert!(validate_url("not a url").is_err());
+        assert_eq!(validate_url("not a url"), Err(UrlError::Scheme));
     }
 }

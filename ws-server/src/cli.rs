@@ -3,6 +3,8 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,15 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use futures_lite::future;
 use ws_proto::{CloseCode, Message};
 
-use crate::ServerRuntime;
 use crate::autobahn::run_autobahn_client;
 use crate::echo::serve_echo;
 use crate::server::DEFAULT_LISTEN;
+use crate::server::tls::{ServerTls, TlsArgs, TlsSettings, reload_on_sighup};
 use crate::shutdown::{DEFAULT_GRACE, Shutdown, on_signals};
-use ws_async::Runtime;
-use ws_async::WsConfig;
-use ws_async::WsError;
-use ws_async::connect;
+use ws_async::tls::{self, connect_url, rustls::ClientConfig};
+use ws_async::{Runtime, WsConfig, WsError, WsUrl};
 
 /// A WebSocket server and client on a sans-IO core.
 #[derive(Debug, Parser)]
@@ -47,7 +47,7 @@ pub enum Command {
     Serve {
         /// TOML file with settings (keys are the flag names with `_`).
         #[arg(long, env = "WS_CONFIG")]
-        config: Option<std::path::PathBuf>,
+        config: Option<PathBuf>,
         /// Every setting (boxed: it is much larger than the other variants).
         #[command(flatten)]
         settings: Box<crate::server::Settings>,
@@ -61,6 +61,9 @@ pub enum Command {
         /// Protocol limits.
         #[command(flatten)]
         limits: LimitArgs,
+        /// TLS (wss://); the certificate is reloaded on SIGHUP.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Run the Autobahn|Testsuite client procedure against a
     /// `wstest -m fuzzingserver` at URL.
@@ -71,6 +74,10 @@ pub enum Command {
         /// Agent name in the report.
         #[arg(long)]
         agent: String,
+        /// With a wss:// URL: CA certificates (PEM) to trust instead of the
+        /// platform's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Protocol limits.
         #[command(flatten)]
         limits: LimitArgs,
@@ -81,12 +88,32 @@ pub enum Command {
     /// end of stdin it closes with 1000 and exits 0 after the close
     /// handshake; failures exit non-zero with a message on stderr.
     Client {
-        /// Server URL, `ws://host:port/path?query`.
+        /// Server URL, `ws://host:port/path?query` or `wss://...` (TLS: the
+        /// server's certificate is verified for the host, against
+        /// --ca-file or else the platform's trust store).
         #[arg(long)]
         url: String,
+        /// With a wss:// URL: CA certificates (PEM) to trust instead of the
+        /// platform's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Protocol limits.
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Write a self-signed certificate and its key (PEM) for trying TLS:
+    /// `serve --tls-cert cert.pem --tls-key key.pem`, and clients trust
+    /// `cert.pem` (`client --ca-file cert.pem`).
+    GenCert {
+        /// Where to write the certificate.
+        #[arg(long, default_value = "cert.pem")]
+        cert: PathBuf,
+        /// Where to write the private key (mode 0600).
+        #[arg(long, default_value = "key.pem")]
+        key: PathBuf,
+        /// Host names and addresses the certificate is for.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
     },
 }
 
@@ -160,6 +187,10 @@ enum CliError {
     Settings(#[from] crate::server::SettingsError),
     #[error(transparent)]
     Autobahn(#[from] crate::autobahn::AutobahnError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot make a certificate: {0}")]
+    CertGen(#[from] ws_async::certgen::Error),
 }
 
 /// Sets up `tracing` logging to stderr.
@@ -174,24 +205,40 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
-pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
+pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
-        Command::Echo { listen, limits } => echo(rt, listen, &limits).await,
-        Command::AutobahnClient { url, agent, limits } => match limits.config() {
-            Ok(config) => run_autobahn_client(rt, &url, &agent, config)
+        Command::Echo {
+            listen,
+            limits,
+            tls,
+        } => echo(rt, listen, &limits, &tls).await,
+        Command::AutobahnClient {
+            url,
+            agent,
+            ca_file,
+            limits,
+        } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
+            (Ok(config), Ok(tls)) => run_autobahn_client(rt, &url, &agent, tls, config)
                 .await
                 .map(|count| {
                     tracing::info!(count, "Autobahn cases done");
                     0
                 })
                 .map_err(CliError::from),
-            Err(e) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
         },
-        Command::Client { url, limits } => match limits.config() {
-            Ok(config) => client(rt, &url, config).await.map_err(CliError::from),
-            Err(e) => Err(e.into()),
+        Command::Client {
+            url,
+            ca_file,
+            limits,
+        } => match (limits.config(), client_tls(&url, ca_file.as_deref())) {
+            (Ok(config), Ok(tls)) => client(rt, &url, tls, config).await.map_err(CliError::from),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
         },
+        Command::GenCert { cert, key, names } => gen_cert(&cert, &key, &names),
     };
     match result {
         Ok(code) => code,
@@ -202,20 +249,71 @@ pub async fn run<R: ServerRuntime>(rt: R, cli: Cli) -> i32 {
     }
 }
 
-async fn echo<R: Runtime>(rt: R, listen: SocketAddr, limits: &LimitArgs) -> Result<i32, CliError> {
+/// TLS client settings for `url` when it is `wss://`: trusting `ca_file`,
+/// else the platform's roots.
+fn client_tls(url: &str, ca_file: Option<&Path>) -> Result<Option<Arc<ClientConfig>>, CliError> {
+    let secure = WsUrl::parse(url).map_err(WsError::from)?.secure;
+    if !secure {
+        return Ok(None);
+    }
+    let roots = match ca_file {
+        Some(path) => tls::load_roots(path)?,
+        None => tls::platform_roots()?,
+    };
+    Ok(Some(tls::client_config(roots, None)?))
+}
+
+/// Loads the server certificate and reloads it on SIGHUP.
+fn server_tls(settings: Option<TlsSettings>) -> Result<Option<Arc<ServerTls>>, CliError> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load(&settings)?;
+    reload_on_sighup(tls.clone())?;
+    Ok(Some(tls))
+}
+
+async fn echo<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    limits: &LimitArgs,
+    tls: &TlsArgs,
+) -> Result<i32, CliError> {
     let config = limits.config()?;
+    let tls = tls
+        .settings()
+        .map_err(crate::server::SettingsError::Invalid)?;
+    let tls = server_tls(tls)?;
     let listener = rt.bind(listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
-    tracing::info!(addr = %R::local_addr(&listener)?, "echo server listening");
+    tracing::info!(addr = %R::local_addr(&listener)?, tls = tls.is_some(), "echo server listening");
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
-    serve_echo(rt, listener, config, shutdown, grace).await?;
+    serve_echo(rt, listener, config, tls, shutdown, grace).await?;
     Ok(0)
 }
 
-async fn serve<R: ServerRuntime>(
+/// `gen-cert`: a self-signed certificate and its key.
+fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, CliError> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let made = ws_async::certgen::self_signed(&names)?;
+    std::fs::write(cert, &made.cert_pem)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(key)?.write_all(made.key_pem.as_bytes())?;
+    println!(
+        "wrote {} and {} for {}",
+        cert.display(),
+        key.display(),
+        names.join(", ")
+    );
+    Ok(0)
+}
+
+async fn serve<R: Runtime>(
     rt: R,
-    file: Option<&std::path::Path>,
+    file: Option<&Path>,
     flags: crate::server::Settings,
 ) -> Result<i32, CliError> {
     let settings = match file {
@@ -229,14 +327,22 @@ async fn serve<R: ServerRuntime>(
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
-    tracing::info!(addr = %R::local_addr(&listener)?, node = %config.hub.node_id, redis = ?config.redis, "hub server listening");
+    if let Some(tls) = &config.tls {
+        reload_on_sighup(tls.clone())?;
+    }
+    tracing::info!(addr = %R::local_addr(&listener)?, node = %config.hub.node_id, redis = ?config.redis, tls = config.tls.is_some(), "hub server listening");
     crate::server::serve(rt, listener, config, shutdown).await?;
     Ok(0)
 }
 
 /// The interactive client; see [`Command::Client`].
-async fn client<R: Runtime>(rt: R, url: &str, config: WsConfig) -> Result<i32, WsError> {
-    let (ws, _) = connect(rt, url, config).await?;
+async fn client<R: Runtime>(
+    rt: R,
+    url: &str,
+    tls: Option<Arc<ClientConfig>>,
+    config: WsConfig,
+) -> Result<i32, WsError> {
+    let (ws, _) = connect_url(rt, url, tls, config).await?;
     let (mut reader, mut writer) = ws.split();
     let (lines_tx, lines_rx) = async_channel::bounded::<String>(64);
     std::thread::Builder::new()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_lite::future;
 use ws_proto::CloseCode;
 
+use crate::server::tls::ServerTls;
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
 use ws_async::WsConfig;
@@ -18,11 +19,13 @@ use ws_async::{Runtime, Transport};
 
 /// Accepts connections on `listener` and echoes on each until `shutdown`
 /// triggers; then stops accepting, closes every client with 1001 and
-/// waits up to `grace` for them to finish.
+/// waits up to `grace` for them to finish. With `tls`, every connection
+/// is TLS (the handshake timeout covers the TLS handshake too).
 pub async fn serve_echo<R: Runtime>(
     rt: R,
     listener: R::Listener,
     config: WsConfig,
+    tls: Option<Arc<ServerTls>>,
     shutdown: Arc<Shutdown>,
     grace: Duration,
 ) -> io::Result<()> {
@@ -34,9 +37,17 @@ pub async fn serve_echo<R: Runtime>(
             Ok((io, peer)) => {
                 let guard = shutdown.track();
                 let (rt2, config, shutdown) = (rt.clone(), config.clone(), shutdown.clone());
+                let tls = tls.clone();
                 rt.spawn(async move {
                     let _guard = guard;
-                    if let Err(e) = echo_connection(rt2, io, &config, &shutdown).await {
+                    let result = match tls {
+                        None => echo_connection(rt2, io, &config, &shutdown).await,
+                        Some(tls) => match Box::pin(tls.handshake(&rt2, io, &config)).await {
+                            Ok((io, config)) => echo_connection(rt2, io, &config, &shutdown).await,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

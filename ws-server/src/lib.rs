@@ -8,15 +8,13 @@
 //!
 //! - [`server`]: the hub server (hub task, admission, settings, metrics,
 //!   `/healthz` and `/metrics`);
-//! - [`bus`]: the Redis pub/sub bus between nodes;
+//! - [`bus`]: the Redis pub/sub bus between nodes (it speaks RESP itself,
+//!   over the runtime's own sockets: no `redis` crate, so no tokio);
 //! - [`echo`]: the echo server (the Autobahn server);
 //! - [`autobahn`]: the Autobahn|Testsuite client procedure;
-//! - [`cli`]: the command line both binaries share;
+//! - [`cli`]: the command line both binaries share (TLS included:
+//!   `--tls-cert`, SIGHUP reload, `gen-cert` from `ws_async::certgen`);
 //! - [`shutdown`] and [`task`]: graceful shutdown and small task helpers.
-//!
-//! A runtime the server runs on implements [`ServerRuntime`], which adds
-//! to `ws_async::Runtime` the one thing the application needs beyond it:
-//! which async runtime the `redis` crate drives the bus on.
 //!
 //! ```
 //! use ws_server::server::{ServerConfig, Settings};
@@ -32,9 +30,6 @@ pub mod autobahn;
 pub mod bus;
 pub mod cli;
 pub mod echo;
-mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod task;
-
-pub use runtime::{BusRuntime, ServerRuntime};

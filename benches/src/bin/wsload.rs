@@ -367,7 +367,7 @@ fn secs(x: f64) -> Duration {
 // ---------------------------------------------------------------- echo
 
 fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let payload: Vec<u8> = (0..a.size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut frame = Vec::new();
@@ -692,7 +692,7 @@ async fn one_handshake(target: &Target, close: &[u8]) -> anyhow::Result<Duration
 }
 
 fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let count = a.count;
     let claimed = Arc::new(AtomicU64::new(0));
     let cpu = CpuSample::start(a.common.server_pid);
@@ -797,7 +797,7 @@ fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
 }
 
 fn hold(a: ConnectArgs, nofile: u64) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let n = a.hold.unwrap_or(0);
     if n as u64 + 32 > nofile {
         bail!("--hold {n} needs more file descriptors than RLIMIT_NOFILE allows ({nofile})");
@@ -927,10 +927,13 @@ struct FanStats {
     errors: u64,
     published: u64,
     hist: Histogram<u64>,
+    /// How late the publisher sent each message after it was due (ns): a
+    /// starved or saturated load tool shows here, not in the server.
+    publish_lag: Histogram<u64>,
 }
 
 fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
-    let target = Target::parse(&a.common.url)?;
+    let target = Target::parse_plain(&a.common.url)?;
     let marker = match a.ts_marker.clone() {
         Some(m) => m,
         None => derive_marker(&a.publish_msg)
@@ -946,7 +949,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
     );
     let shard_barrier = Arc::clone(&barrier);
     let pid = a.common.server_pid;
-    let timer = std::thread::spawn(move || -> (Option<u64>, Option<u64>) {
+    let timer = std::thread::spawn(move || -> [Option<u64>; 4] {
         barrier.wait();
         let t0 = Instant::now();
         std::thread::sleep(settle + warmup);
@@ -955,7 +958,12 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
         std::thread::sleep(
             (t0 + settle + warmup + duration).saturating_duration_since(Instant::now()),
         );
-        (cpu.elapsed_us(), me.elapsed_us())
+        [
+            cpu.elapsed_us(),
+            me.elapsed_us(),
+            cpu.elapsed_wait_us(),
+            me.elapsed_wait_us(),
+        ]
     });
     let args = a.clone();
     let shards = run_shards(threads, move |shard| {
@@ -971,6 +979,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 errors: 0,
                 published: 0,
                 hist: new_hist(),
+                publish_lag: new_hist(),
             }));
             // Subscribers: connect and subscribe.
             let (subs, errs) =
@@ -1023,16 +1032,25 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                     }
                 });
             }
+            let closed = Arc::new(AtomicU64::new(0));
             if let Some(s) = publisher {
-                let published = publish(s, &a, base, pub_start, win.end).await?;
-                stats.borrow_mut().published = published;
+                let (published, lag) =
+                    publish(s, &a, base, pub_start, win.end, Arc::clone(&closed)).await?;
+                let mut st = stats.borrow_mut();
+                st.published = published;
+                st.publish_lag = lag;
             }
             tokio::time::sleep_until((win.end + drain).into()).await;
+            let code = closed.load(Ordering::Relaxed);
+            if code != 0 {
+                eprintln!("publisher: the server closed the connection (code {code})");
+                stats.borrow_mut().errors += 1;
+            }
             let s = stats.borrow().clone();
             Ok(s)
         }
     })?;
-    let (cpu_us, load_us) = timer.join().expect("timer thread");
+    let [cpu_us, load_us, cpu_wait_us, load_wait_us] = timer.join().expect("timer thread");
     let mut st = shards[0].clone();
     for s in &shards[1..] {
         st.in_window += s.in_window;
@@ -1041,6 +1059,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
         st.errors += s.errors;
         st.published += s.published;
         st.hist.add(&s.hist).expect("same bounds");
+        st.publish_lag.add(&s.publish_lag).expect("same bounds");
     }
     let d = duration.as_secs_f64();
     let per_s = st.in_window as f64 / d;
@@ -1080,10 +1099,15 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
             "p50_us": pct_us(&st.hist, 0.5),
             "p99_us": pct_us(&st.hist, 0.99),
             "p999_us": pct_us(&st.hist, 0.999),
+            "publish_lag_p99_us": pct_us(&st.publish_lag, 0.99),
+            "publish_lag_max_us": pct_us(&st.publish_lag, 1.0),
             "errors": st.errors,
             "server_cpu_us": cpu_us,
             "server_cpu_util": util(cpu_us, d),
             "load_cpu_util": util(load_us, d),
+            // Runnable but not running (CPU taken by other processes).
+            "server_runq_wait": util(cpu_wait_us, d),
+            "load_runq_wait": util(load_wait_us, d),
             "server_cpu_us_per_delivery": cpu_per.map(|c| (c * 1000.0).round() / 1000.0),
         })
     );
@@ -1164,22 +1188,58 @@ async fn publish(
     base: Instant,
     start: Instant,
     end: Instant,
-) -> anyhow::Result<u64> {
-    let (mut rd, mut wr) = s.into_split();
-    // Drain whatever the server sends the publisher (acks, own messages).
-    tokio::task::spawn_local(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    });
+    closed: Arc<AtomicU64>,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    // Drain whatever the server sends the publisher (acks, its own copies:
+    // twice a subscriber's traffic) on a thread of its own, so that it
+    // keeps up even when the subscribers' thread falls behind; otherwise
+    // the server rightly cuts the publisher off as a slow consumer and the
+    // figures measure the load tool. A close from the server is recorded
+    // in `closed` (the close code), or the publishes written after it
+    // would silently count as lost.
+    let std = s.into_std()?;
+    let reader = std.try_clone()?;
+    let mut wr = TcpStream::from_std(std)?;
+    std::thread::Builder::new()
+        .name("wsload-publisher-drain".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(mut rd) = TcpStream::from_std(reader) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut parser = FrameParser::new(true);
+                while let Ok(n) = rd.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut code = None;
+                    let parsed = parser.feed(&buf[..n], |ev| {
+                        if let Event::Close(p) = ev {
+                            code = Some(p.get(..2).map_or(1, |c| u16::from_be_bytes([c[0], c[1]])));
+                        }
+                    });
+                    if let Some(code) = code {
+                        closed.store(u64::from(code), Ordering::Relaxed);
+                    }
+                    if parsed.is_err() || code.is_some() {
+                        break;
+                    }
+                }
+            });
+        })?;
     tokio::time::sleep_until(start.into()).await;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seq = 0u64;
     let mut out = Vec::new();
+    let mut lag = new_hist();
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -1189,7 +1249,10 @@ async fn publish(
         let due = (now.duration_since(start).as_secs_f64() * a.rate) as u64;
         out.clear();
         while seq < due {
-            let ts = Instant::now().duration_since(base).as_nanos() as u64;
+            let sent = Instant::now();
+            let due_at = start + Duration::from_secs_f64(seq as f64 / a.rate);
+            lag.saturating_record(sent.saturating_duration_since(due_at).as_nanos() as u64);
+            let ts = sent.duration_since(base).as_nanos() as u64;
             let text = fill(&a.publish_msg, 0, ts, seq, a.size);
             wire::encode_frame(&mut out, OP_TEXT, text.as_bytes(), Some(MASK_KEY));
             seq += 1;
@@ -1198,7 +1261,7 @@ async fn publish(
             wr.write_all(&out).await?;
         }
     }
-    Ok(seq)
+    Ok((seq, lag))
 }
 
 #[cfg(test)]

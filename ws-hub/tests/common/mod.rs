@@ -4,12 +4,17 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, ResumeRequest};
+use ws_hub::{Action, Command, ConnId, Hub, HubConfig, Identity, ResumeRequest, SessionSecret};
 
 /// The only clock read in the tests: an arbitrary origin for virtual time.
 #[allow(clippy::disallowed_methods)]
 pub fn origin() -> Instant {
     Instant::now()
+}
+
+/// The session secret of every test hub.
+pub fn secret() -> SessionSecret {
+    SessionSecret::new([7; 32])
 }
 
 pub struct Sim {
@@ -24,7 +29,7 @@ pub fn secs(s: u64) -> Duration {
 
 impl Sim {
     pub fn new(config: HubConfig) -> Self {
-        Self::with_hub(Hub::with_defaults(config).expect("valid config"))
+        Self::with_hub(Hub::with_defaults(config, secret()).expect("valid config"))
     }
 
     pub fn with_hub(hub: Hub) -> Self {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -83,12 +83,55 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     let slot = shared
         .ip_limiter
         .acquire(peer.ip(), shared.config.max_connections_per_ip);
+    let Some(tls) = &shared.config.tls else {
+        let config = shared.config.ws.clone();
+        return serve_upgrade(rt, io, peer, &shared, slot, config, None).await;
+    };
+    // On a TLS port the per-IP limit applies before the TLS handshake, so
+    // a flood of hellos from one address costs no crypto (and gets no 429:
+    // there is no HTTP without the handshake).
+    if slot.is_none() {
+        ServerCounters::bump(&shared.counters.ip_limit_refusals);
+        return;
+    }
+    // Boxed, like the WebSocket handshake below: freed once done.
+    let (io, config) = match Box::pin(tls.handshake(&rt, io, &shared.config.ws)).await {
+        Ok(done) => done,
+        Err(e) => {
+            ServerCounters::bump(&shared.counters.tls_handshake_failures);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    ServerCounters::bump(&shared.counters.tls_handshakes);
+    let user = io.peer_user();
+    serve_upgrade(rt, io, peer, &shared, slot, config, user).await;
+}
+
+/// The WebSocket handshake and then the connection's life; `cert_user`
+/// is the user a verified TLS client certificate names.
+async fn serve_upgrade<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    peer: SocketAddr,
+    shared: &Shared,
+    slot: Option<IpSlot<'_>>,
+    config: ws_async::WsConfig,
+    cert_user: Option<String>,
+) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let mut admission = Admission::Answered;
     // Boxed so that the handshake's state is freed once the connection is
     // open instead of living in the task for the connection's lifetime.
-    let accepted = Box::pin(accept_with(rt, io, shared.config.ws.clone(), |req| {
-        let (decision, outcome) = decide(req, conn, peer, slot.is_some(), &shared);
+    let accepted = Box::pin(accept_with(rt, io, config, |req| {
+        let (decision, outcome) = decide(
+            req,
+            conn,
+            peer,
+            slot.is_some(),
+            cert_user.as_deref(),
+            shared,
+        );
         admission = outcome;
         decision
     }))
@@ -118,9 +161,10 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
         return;
     }
     let (mut reader, mut writer) = ws.split();
-    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, &shared).await {
+    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
+    outbox.detach();
     // The hub decides what the client's close code means for its session.
     if let Some(close) = reader.close_info().filter(|c| c.clean) {
         let (code, reason) = (close.code.0, close.reason);
@@ -135,12 +179,14 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
 }
 
 /// Chooses the answer to a request: health and metrics over plain HTTP,
-/// then the per-IP limit, the Origin allow-list and the token.
+/// then the per-IP limit, the Origin allow-list and the token (or, with
+/// no token, the user of a verified TLS client certificate).
 fn decide(
     req: &Request,
     conn: ConnId,
     peer: SocketAddr,
     has_slot: bool,
+    cert_user: Option<&str>,
     shared: &Shared,
 ) -> (Decision, Admission) {
     let counters = &shared.counters;
@@ -191,6 +237,16 @@ fn decide(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let token = req.query_param("token").or(bearer);
+    let resume = || req.query().and_then(ResumeRequest::from_query);
+    if let (None, Some(user)) = (token, cert_user) {
+        return (
+            Decision::Accept(AcceptOptions::default()),
+            Admission::Upgrade {
+                identity: Identity::user(user),
+                resume: resume(),
+            },
+        );
+    }
     // Token expiry is wall-clock time; the adapter owns the clock.
     #[allow(clippy::disallowed_methods)]
     let now_unix_secs = SystemTime::now()
@@ -205,13 +261,13 @@ fn decide(
         namespace: &namespace,
     };
     match shared.authenticator.authenticate(&auth) {
-        Ok(identity) => {
-            let resume = req.query().and_then(ResumeRequest::from_query);
-            (
-                Decision::Accept(AcceptOptions::default()),
-                Admission::Upgrade { identity, resume },
-            )
-        }
+        Ok(identity) => (
+            Decision::Accept(AcceptOptions::default()),
+            Admission::Upgrade {
+                identity,
+                resume: resume(),
+            },
+        ),
         Err(e) => {
             ServerCounters::bump(&counters.auth_failures);
             answer(HttpResponse::text(401, format!("unauthorized: {e}")))
@@ -241,10 +297,20 @@ async fn pump<T: Transport, R: Runtime>(
         .as_ref()
         .filter(|_| BodyCache::fits(writer.deflate()));
     let mut closing = false;
+    // After a message from the client, the outbox is served first: a flood
+    // of input must not starve this connection's output while the hub
+    // (on another thread) keeps filling its outbox.
+    let mut outbox_first = false;
     loop {
         let step = {
             let mut received = pin!(reader.recv_incoming());
             poll_fn(|cx| {
+                if outbox_first
+                    && !closing
+                    && let Poll::Ready(p) = ready_outbox(outbox, writer, bound, cx)
+                {
+                    return Poll::Ready(Step::Outbox(p));
+                }
                 if let Poll::Ready(r) = received.as_mut().poll(cx) {
                     return Poll::Ready(Step::Received(r));
                 }
@@ -256,16 +322,11 @@ async fn pump<T: Transport, R: Runtime>(
                 if closing {
                     return Poll::Pending;
                 }
-                match outbox.poll_pending(cx) {
-                    // Room on the socket, or an order that does not need any.
-                    Poll::Ready(p) if writer.buffered() < bound || p.close.is_some() => {
-                        Poll::Ready(Step::Outbox(p))
-                    }
-                    _ => Poll::Pending,
-                }
+                ready_outbox(outbox, writer, bound, cx).map(Step::Outbox)
             })
             .await
         };
+        outbox_first = matches!(step, Step::Received(Ok(Some(_))));
         match step {
             Step::Received(Ok(Some(Incoming::Message(message)))) if !closing => {
                 let (data, is_text) = match message {
@@ -316,5 +377,19 @@ async fn pump<T: Transport, R: Runtime>(
                 }
             }
         }
+    }
+}
+
+/// What the outbox holds, if the socket has room for it (or it is an order
+/// that needs none).
+fn ready_outbox<T: Transport, R: Runtime>(
+    outbox: &Outbox,
+    writer: &ws_async::WriteHalf<T, R>,
+    bound: usize,
+    cx: &Context<'_>,
+) -> Poll<Pending> {
+    match outbox.poll_pending(cx) {
+        Poll::Ready(p) if writer.buffered() < bound || p.close.is_some() => Poll::Ready(p),
+        _ => Poll::Pending,
     }
 }

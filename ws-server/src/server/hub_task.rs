@@ -23,8 +23,11 @@ use super::outbox::Outbox;
 use crate::bus::BusCommand;
 use ws_async::Runtime;
 
-/// Most channel messages applied before the hub hands out actions.
-const BATCH: usize = 256;
+/// Most channel messages applied in one round, before the hub hands out
+/// the round's actions and yields to the connection tasks. A round may put
+/// up to two messages per command (an ack and a delivery) into one outbox,
+/// so this stays well below the default outbox bound (1,024 messages).
+const BATCH: usize = 64;
 
 /// A message to the hub task.
 pub(crate) enum ToHub {
@@ -103,6 +106,14 @@ impl<R: Runtime> HubTask<R> {
             self.drain_actions();
             if let Ok(mut snapshot) = self.metrics.lock() {
                 *snapshot = self.hub.metrics();
+            }
+            // Let the connection tasks write what this round queued before
+            // the next one. Without this, a backlog of commands is applied
+            // in one go, its deliveries pile up in the outboxes of
+            // connections that have had no chance to run, and the
+            // slow-consumer policy cuts off readers that keep up.
+            if !self.inbox.is_empty() {
+                futures_lite::future::yield_now().await;
             }
         }
     }

@@ -19,6 +19,11 @@ pub struct ServerCounters {
     pub origin_refusals: AtomicU64,
     /// Connections refused by the per-IP limit.
     pub ip_limit_refusals: AtomicU64,
+    /// TLS handshakes completed (TLS port only).
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed: plain HTTP or garbage on the TLS port,
+    /// a missing or untrusted client certificate, a timeout.
+    pub tls_handshake_failures: AtomicU64,
     /// Plain HTTP requests answered (health, metrics, not found).
     pub http_requests: AtomicU64,
     /// Messages received from clients.
@@ -253,6 +258,20 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
         "counter",
         "Connections refused by the per-IP limit.",
         c(&server.ip_limit_refusals),
+    );
+    line(
+        out,
+        "tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        c(&server.tls_handshakes),
+    );
+    line(
+        out,
+        "tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes failed (not TLS, refused client certificate, timeout).",
+        c(&server.tls_handshake_failures),
     );
     line(
         out,

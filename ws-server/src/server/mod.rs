@@ -1,4 +1,4 @@
-//! The hub server: `ws-hub` over `ws-proto` over any [`ServerRuntime`].
+//! The hub server: `ws-hub` over `ws-proto` over any [`Runtime`].
 //!
 //! # How the work is split across cores
 //!
@@ -24,6 +24,7 @@ mod hub_task;
 pub mod metrics;
 mod outbox;
 pub mod settings;
+pub mod tls;
 
 use std::io;
 use std::pin::pin;
@@ -32,13 +33,13 @@ use std::sync::{Arc, Mutex};
 
 use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics};
 
-use crate::ServerRuntime;
 use crate::bus::{BusStats, run_redis_bus};
 use crate::shutdown::Shutdown;
 use crate::task::{accept_error, unless};
 use hub_task::{BusLink, HubTask, ToHub};
 pub use metrics::ServerCounters;
 pub use settings::{DEFAULT_LISTEN, ServerConfig, Settings, SettingsError};
+use ws_async::Runtime;
 
 /// State every connection task shares.
 pub(crate) struct Shared {
@@ -60,27 +61,17 @@ const HUB_INBOX: usize = 65_536;
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
 /// for it, and returns within `config.shutdown_grace`.
-pub async fn serve<R: ServerRuntime>(
+pub async fn serve<R: Runtime>(
     rt: R,
     listener: R::Listener,
     mut config: ServerConfig,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
-    if config.redis.is_some() && !R::BUS.is_built() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "--redis: built without this runtime's Redis support (ws-server feature `{}`)",
-                R::BUS.feature()
-            ),
-        ));
-    }
     let mut key = [0u8; 32];
     let mut seed = [0u8; 8];
     getrandom::fill(&mut key)
         .and_then(|()| getrandom::fill(&mut seed))
         .map_err(|e| io::Error::other(e.to_string()))?;
-    config.hub.session_key = key;
     config.hub.session_seed = u64::from_le_bytes(seed);
     let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
         Some(secret) => Box::new(
@@ -88,7 +79,7 @@ pub async fn serve<R: ServerRuntime>(
         ),
         None => Box::new(AllowAnonymous),
     };
-    let hub = Hub::with_defaults(config.hub.clone())
+    let hub = Hub::with_defaults(config.hub.clone(), ws_hub::SessionSecret::new(key))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));

@@ -29,6 +29,8 @@ struct State {
     ping: bool,
     close: Option<(u16, &'static str)>,
     waker: Option<Waker>,
+    /// The connection task has finished: nothing will be written any more.
+    gone: bool,
 }
 
 /// One connection's mailbox.
@@ -44,6 +46,7 @@ impl Outbox {
                 ping: false,
                 close: None,
                 waker: None,
+                gone: false,
             }),
         }
     }
@@ -58,9 +61,14 @@ impl Outbox {
         }
     }
 
-    /// Queues a message (hub side).
+    /// Queues a message (hub side). Once the connection has gone, the
+    /// message is dropped: its `Disconnected` command is on the way to the
+    /// hub, and a connection that has ended is not a slow consumer.
     pub(crate) fn push(&self, payload: Payload) -> PushOutcome {
         let mut s = self.lock();
+        if s.gone {
+            return PushOutcome::Queued;
+        }
         let outcome = s.queue.push(payload);
         Self::wake(&mut s);
         outcome
@@ -106,6 +114,15 @@ impl Outbox {
         std::mem::take(&mut self.lock().ping)
     }
 
+    /// Marks the connection as ended (connection side) and frees what was
+    /// queued for it.
+    pub(crate) fn detach(&self) {
+        let mut s = self.lock();
+        s.gone = true;
+        s.queue = OutboundQueue::new(*s.queue.config());
+        s.waker = None;
+    }
+
     /// Takes the next queued message.
     pub(crate) fn pop(&self) -> Option<Payload> {
         self.lock().queue.pop()
@@ -143,6 +160,25 @@ mod tests {
         );
         assert!(outbox.take_ping());
         assert!(outbox.pop().is_some());
+        assert!(outbox.pop().is_none());
+    }
+
+    #[test]
+    fn a_connection_that_has_gone_is_never_reported_as_overflowing() {
+        let config = OutboundConfig {
+            max_messages: 2,
+            ..OutboundConfig::default()
+        };
+        let outbox = Outbox::new(config);
+        let message = || Payload::control(Bytes::from_static(b"{}"));
+        assert_eq!(outbox.push(message()), PushOutcome::Queued);
+        assert_eq!(outbox.push(message()), PushOutcome::Queued);
+        assert_eq!(outbox.push(message()), PushOutcome::Overflow);
+        outbox.detach();
+        assert!(outbox.pop().is_none(), "what was queued is freed");
+        for _ in 0..10 {
+            assert_eq!(outbox.push(message()), PushOutcome::Queued);
+        }
         assert!(outbox.pop().is_none());
     }
 }

@@ -5,11 +5,13 @@
 //! environment variable `WS_NAME`, and a key `name` in the TOML file.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ws_hub::{HubConfig, OutboundConfig, SlowConsumerPolicy};
 
+use super::tls::{ClientCertMode, ServerTls, TlsSettings};
 use ws_async::WsConfig;
 
 /// A configuration that cannot work, reported at start.
@@ -35,6 +37,9 @@ pub enum SettingsError {
     /// A value is out of range or inconsistent.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] ws_async::tls::TlsError),
 }
 
 /// A default in the table below: a value of the setting's type, or a
@@ -199,6 +204,14 @@ settings! {
     socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
     /// Upper bound on a graceful shutdown, milliseconds.
     shutdown_grace_ms: u64 = millis(crate::shutdown::DEFAULT_GRACE), "WS_SHUTDOWN_GRACE_MS";
+    /// Certificate chain (PEM) to serve TLS (wss://, and /healthz, /metrics over https) on the port; empty: plain TCP. Reloaded on SIGHUP.
+    tls_cert: String = "", "WS_TLS_CERT";
+    /// Private key (PEM) of tls_cert. Reloaded on SIGHUP.
+    tls_key: String = "", "WS_TLS_KEY";
+    /// CA certificates (PEM) that verify client certificates; empty: none asked for.
+    tls_client_ca: String = "", "WS_TLS_CLIENT_CA";
+    /// With tls_client_ca: `required` (handshake fails without one) or `optional`.
+    tls_client_cert: String = "required", "WS_TLS_CLIENT_CERT";
 }
 
 impl Settings {
@@ -239,6 +252,9 @@ pub struct ServerConfig {
     pub socket_max_outbound: usize,
     /// Upper bound on a graceful shutdown.
     pub shutdown_grace: Duration,
+    /// TLS on the port (certificate loaded; reload with
+    /// [`ServerTls::reload`]), or plain TCP.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for ServerConfig {
@@ -311,10 +327,12 @@ impl ServerConfig {
         };
         hub.validate()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
-        if !s.redis.is_empty() && !s.redis.starts_with("redis://") {
+        if !s.redis.is_empty()
+            && let Err(e) = crate::bus::validate_url(&s.redis)
+        {
+            // The URL itself is not repeated: it may hold a password.
             return Err(SettingsError::Invalid(format!(
-                "redis must be a redis:// URL, not {:?}",
-                s.redis
+                "redis: {e} (expected redis://[[user]:password@]host[:port][/db])"
             )));
         }
         let allowed_origins = s
@@ -324,6 +342,7 @@ impl ServerConfig {
             .filter(|o| !o.is_empty())
             .map(str::to_owned)
             .collect();
+        let tls = tls_settings(&s)?.map(|t| ServerTls::load(&t)).transpose()?;
         let listen = s.listen.parse().map_err(|_| {
             SettingsError::Invalid(format!("listen must be IP:PORT, not {:?}", s.listen))
         })?;
@@ -338,8 +357,30 @@ impl ServerConfig {
             redis: (!s.redis.is_empty()).then(|| s.redis.clone()),
             socket_max_outbound: s.socket_max_outbound,
             shutdown_grace: ms(s.shutdown_grace_ms),
+            tls,
         })
     }
+}
+
+/// The TLS part of the settings.
+fn tls_settings(s: &Resolved) -> Result<Option<TlsSettings>, SettingsError> {
+    let mode = match s.tls_client_cert.as_str() {
+        "required" => ClientCertMode::Required,
+        "optional" => ClientCertMode::Optional,
+        other => {
+            return Err(SettingsError::Invalid(format!(
+                "tls_client_cert must be `required` or `optional`, not {other:?}"
+            )));
+        }
+    };
+    let path = |p: &str| Some(PathBuf::from(p));
+    TlsSettings::from_parts(
+        path(&s.tls_cert),
+        path(&s.tls_key),
+        path(&s.tls_client_ca),
+        mode,
+    )
+    .map_err(SettingsError::Invalid)
 }
 
 #[cfg(test)]

@@ -1,41 +1,14 @@
-//! The timer set behind heartbeats, idle eviction, retransmission and
-//! session expiry.
+//! A general timer set: at most one deadline per key, ordered by time.
 //!
-//! Every pending deadline is one entry in an ordered set, so
-//! [`Hub::poll_timeout`](crate::Hub::poll_timeout) is the set's minimum
-//! (O(log n)) and [`Hub::handle_timeout`](crate::Hub::handle_timeout) visits
-//! only the entries that are due. Nothing ever scans all connections, so the
-//! cost per tick does not grow with the number of idle connections.
-//!
-//! Deadlines that move forward on every message (liveness, idle) are checked
-//! lazily: the timer fires at the deadline computed when it was armed, and
-//! the handler re-arms it if traffic has since pushed the real deadline
-//! later. A busy connection therefore costs one timer update per interval,
-//! not one per message.
+//! Every pending deadline is one entry in an ordered set, so the earliest
+//! deadline is the set's minimum (O(log n)) and popping what is due visits
+//! only the entries that are due. Nothing ever scans all keys, so the cost
+//! per tick does not grow with the number of armed timers. The hub keys it
+//! by its own timer kinds (see `hub::timeouts`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::Instant;
-
-use crate::id::ConnId;
-use crate::session::SessionKey;
-
-/// What a timer is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Timer {
-    /// Close the connection if it has been silent past the deadline.
-    /// (Ordered first: a connection due both a ping and a close at the same
-    /// instant is closed without a pointless last ping.)
-    Liveness(ConnId),
-    /// Close the connection if it has sent no message for the idle timeout.
-    Idle(ConnId),
-    /// Retransmit unacknowledged messages.
-    Retransmit(ConnId),
-    /// Send a ping if the connection has been quiet for an interval.
-    Ping(ConnId),
-    /// Drop a detached session whose retention time is over.
-    SessionExpiry(SessionKey),
-}
 
 /// An ordered set of `(deadline, key)` with at most one deadline per key.
 #[derive(Debug)]
@@ -106,26 +79,20 @@ mod tests {
         let t0 = crate::test_instant();
         let s = Duration::from_secs;
         let mut t = TimerSet::default();
-        t.set(Timer::Ping(ConnId(1)), t0 + s(30));
-        t.set(Timer::Ping(ConnId(2)), t0 + s(10));
-        t.set(Timer::Liveness(ConnId(1)), t0 + s(20));
+        t.set(('p', 1), t0 + s(30));
+        t.set(('p', 2), t0 + s(10));
+        t.set(('l', 1), t0 + s(20));
         assert_eq!(t.next(), Some(t0 + s(10)));
-        t.set(Timer::Ping(ConnId(2)), t0 + s(40));
+        t.set(('p', 2), t0 + s(40));
         assert_eq!(t.len(), 3);
         assert_eq!(t.next(), Some(t0 + s(20)));
         assert_eq!(t.pop_due(t0 + s(19)), None);
-        assert_eq!(
-            t.pop_due(t0 + s(35)),
-            Some((t0 + s(20), Timer::Liveness(ConnId(1))))
-        );
-        assert_eq!(
-            t.pop_due(t0 + s(35)),
-            Some((t0 + s(30), Timer::Ping(ConnId(1))))
-        );
+        assert_eq!(t.pop_due(t0 + s(35)), Some((t0 + s(20), ('l', 1))));
+        assert_eq!(t.pop_due(t0 + s(35)), Some((t0 + s(30), ('p', 1))));
         assert_eq!(t.pop_due(t0 + s(35)), None);
-        t.cancel(Timer::Ping(ConnId(2)));
+        t.cancel(('p', 2));
         assert_eq!(t.next(), None);
         assert_eq!(t.len(), 0);
-        assert_eq!(t.get(Timer::Ping(ConnId(2))), None);
+        assert_eq!(t.get(('p', 2)), None);
     }
 }

@@ -1,0 +1,163 @@
+//! What the hub's timers are for and what each does when it fires:
+//! heartbeats, idle eviction, retransmission and session expiry.
+//!
+//! Deadlines that move forward on every message (liveness, idle) are checked
+//! lazily: the timer fires at the deadline computed when it was armed, and
+//! the handler re-arms it if traffic has since pushed the real deadline
+//! later. A busy connection therefore costs one timer update per interval,
+//! not one per message.
+
+use std::time::{Duration, Instant};
+
+use super::{CLOSE_GOING_AWAY, CLOSE_POLICY, Hub, after};
+use crate::id::ConnId;
+use crate::session::SessionKey;
+
+/// What a timer is for: the key of the hub's [`TimerSet`](crate::timers::TimerSet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// Close the connection if it has been silent past the deadline.
+    /// (Ordered first: a connection due both a ping and a close at the same
+    /// instant is closed without a pointless last ping.)
+    Liveness(ConnId),
+    /// Close the connection if it has sent no message for the idle timeout.
+    Idle(ConnId),
+    /// Retransmit unacknowledged messages.
+    Retransmit(ConnId),
+    /// Send a ping if the connection has been quiet for an interval.
+    Ping(ConnId),
+    /// Drop a detached session whose retention time is over.
+    SessionExpiry(SessionKey),
+}
+
+impl Timer {
+    /// Every timer a connection may have armed.
+    pub(super) fn of_conn(conn: ConnId) -> [Self; 4] {
+        [
+            Self::Ping(conn),
+            Self::Liveness(conn),
+            Self::Idle(conn),
+            Self::Retransmit(conn),
+        ]
+    }
+}
+
+impl Hub {
+    /// Processes every timer due at `now` (heartbeats, idle eviction,
+    /// retransmission, session expiry). Calling it early is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Collect first: a timer re-armed while handling is never handled
+        // twice in one call, so this always terminates.
+        let mut due = Vec::new();
+        while let Some((_, t)) = self.timers.pop_due(now) {
+            due.push(t);
+        }
+        for t in due {
+            match t {
+                Timer::Ping(c) => self.on_ping_timer(now, c),
+                Timer::Liveness(c) => self.on_liveness_timer(now, c),
+                Timer::Idle(c) => self.on_idle_timer(now, c),
+                Timer::Retransmit(c) => self.on_retransmit_timer(now, c),
+                Timer::SessionExpiry(k) => self.on_session_expiry(k),
+            }
+        }
+    }
+
+    fn on_ping_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let due = after(c.last_activity, self.config.ping_interval);
+        if due <= now {
+            self.out.actions.push_back(crate::Action::Ping { conn });
+            self.timers
+                .set(Timer::Ping(conn), after(now, self.config.ping_interval));
+        } else {
+            self.timers.set(Timer::Ping(conn), due);
+        }
+    }
+
+    fn on_liveness_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(last) = self.conns.get(&conn).map(|c| c.last_activity) else {
+            return;
+        };
+        let limit = self.config.heartbeat_timeout;
+        let timer = Timer::Liveness(conn);
+        if self.close_if_silent(now, conn, timer, last, limit, "heartbeat timeout") {
+            self.out.metrics.heartbeat_timeouts += 1;
+        }
+    }
+
+    fn on_idle_timer(&mut self, now: Instant, conn: ConnId) {
+        let (Some(last), Some(limit)) = (
+            self.conns.get(&conn).map(|c| c.last_message),
+            self.config.idle_timeout,
+        ) else {
+            return;
+        };
+        if self.close_if_silent(now, conn, Timer::Idle(conn), last, limit, "idle timeout") {
+            self.out.metrics.idle_evictions += 1;
+        }
+    }
+
+    /// Closes `conn` (1001, keeping its session) if `limit` has passed
+    /// since `last`; otherwise re-arms its `timer` for the moment it will
+    /// have. Returns whether it closed.
+    fn close_if_silent(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        timer: Timer,
+        last: Instant,
+        limit: Duration,
+        reason: &'static str,
+    ) -> bool {
+        let due = after(last, limit);
+        if due <= now {
+            self.close(now, conn, CLOSE_GOING_AWAY, reason, true);
+            true
+        } else {
+            self.timers.set(timer, due);
+            false
+        }
+    }
+
+    /// Re-sends every unacknowledged message that is due, with doubling
+    /// backoff; closes the connection (1008) once one has used up its
+    /// retries.
+    fn on_retransmit_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(key) = self.conns.get(&conn).map(|c| c.session) else {
+            return;
+        };
+        let Some((s, courier)) = self.courier_for(now, key) else {
+            return;
+        };
+        let config = courier.config;
+        let mut dead = false;
+        let mut next: Option<Instant> = None;
+        for u in s.unacked.values_mut() {
+            if u.due <= now {
+                if u.attempts >= config.ack_max_retries {
+                    dead = true;
+                    break;
+                }
+                u.attempts += 1;
+                let factor = 1u32.checked_shl(u.attempts).unwrap_or(u32::MAX);
+                let backoff = config
+                    .ack_timeout
+                    .saturating_mul(factor)
+                    .min(config.ack_max_backoff);
+                u.due = after(now, backoff);
+                courier.out.metrics.retransmissions += 1;
+                courier.out.deliver(conn, u.payload.clone());
+            }
+            next = Some(next.map_or(u.due, |n| n.min(u.due)));
+        }
+        if dead {
+            self.out.metrics.ack_timeouts += 1;
+            self.close(now, conn, CLOSE_POLICY, "delivery ack timeout", true);
+        } else if let Some(n) = next {
+            courier.timers.set(Timer::Retransmit(conn), n);
+        }
+    }
+}
