@@ -11,8 +11,9 @@
 # or if the server died during the run.
 #
 # Environment:
-#   AUTOBAHN_CASES          case patterns, space/comma separated (default "1.* .. 10.*"; "*" = all)
-#   AUTOBAHN_EXCLUDE_CASES  excluded patterns (default "12.* 13.*"; set empty to exclude none)
+#   AUTOBAHN_CASES          case patterns, space/comma separated (default: the template's,
+#                           "1.* .. 10.*" plus a 54-case sample of 12.*/13.*; "*" = all)
+#   AUTOBAHN_EXCLUDE_CASES  excluded patterns (default: none)
 #   AUTOBAHN_ALLOW_NONSTRICT=1  NON-STRICT cases do not fail the run
 #   AUTOBAHN_TIMEOUT        seconds for the whole wstest run (default 600)
 #   AUTOBAHN_SERVER_CMD     command template replacing our binary, `{port}` is

@@ -61,6 +61,8 @@ pub struct ConnectOptions {
     pub origin: Option<String>,
     /// Extra headers, e.g. `Authorization`.
     pub headers: Vec<(String, String)>,
+    /// Offer permessage-deflate (the shared mode).
+    pub deflate: bool,
     /// TLS (the server verified as `localhost`), or plain TCP.
     pub tls: Option<Arc<ClientConfig>>,
 }
@@ -131,7 +133,11 @@ impl<R: Runtime> HubClient<R> {
             let mut request = ClientRequest::new(addr.to_string(), target, key);
             request.origin.clone_from(&options.origin);
             request.headers.clone_from(&options.headers);
-            client_handshake(rt.clone(), io, request, WsConfig::default()).await
+            let mut config = WsConfig::default();
+            if options.deflate {
+                config.proto.deflate = Some(ws_proto::DeflateConfig::shared());
+            }
+            client_handshake(rt.clone(), io, request, config).await
         };
         let (ws, _) = within(&rt, WAIT, attempt).await.ok_or(WsError::Timeout)??;
         let mut client = Self {
@@ -175,6 +181,11 @@ impl<R: Runtime> HubClient<R> {
     /// The highest `seq` of a `message` read so far on this connection.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// The permessage-deflate parameters negotiated, if any.
+    pub fn deflate(&self) -> Option<ws_proto::DeflateParams> {
+        self.ws.deflate()
     }
 
     /// How the connection ended, once it has.

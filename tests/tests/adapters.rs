@@ -84,6 +84,54 @@ fn fragmented_messages_are_reassembled_both_ways() {
 }
 
 #[test]
+fn permessage_deflate_is_negotiated_and_round_trips_on_every_pair() {
+    let json: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"room\":\"lobby\",\"text\":\"hello {}\"}},",
+                i % 17
+            )
+        })
+        .collect();
+    for (server_rt, client_rt) in pairs() {
+        for (server_mode, client_mode) in [
+            ("shared", "shared"),
+            ("dedicated", "shared"),
+            ("shared", "dedicated"),
+            ("off", "shared"),
+        ] {
+            let mut server_config = WsConfig::default();
+            server_config.set_deflate(server_mode, 10).expect("mode");
+            server_config.proto.fragment_size = Some(4096);
+            let server = start_echo(server_rt, server_config);
+            let url = server.url("/");
+            let json = json.clone();
+            on_runtime!(client_rt, |rt| async move {
+                let mut config = WsConfig::default();
+                config.set_deflate(client_mode, 12).expect("mode");
+                let (mut ws, response) = connect(rt, &url, config).await.expect("connect");
+                assert_eq!(response.deflate.is_some(), server_mode != "off");
+                assert_eq!(ws.deflate(), response.deflate);
+                for message in [
+                    Message::text(json.clone()),
+                    Message::text("short"),
+                    Message::binary(json.clone().into_bytes()),
+                    Message::text(json.clone()),
+                ] {
+                    ws.send(message.clone()).await.expect("send");
+                    assert_eq!(
+                        ws.recv().await.expect("recv"),
+                        Some(message),
+                        "{server_rt:?}/{server_mode} <- {client_rt:?}/{client_mode}"
+                    );
+                }
+                ws.close(CloseCode::NORMAL, "").await.expect("close");
+            });
+        }
+    }
+}
+
+#[test]
 fn a_garbage_peer_gets_1002_and_others_keep_being_served() {
     for server_rt in RUNTIMES {
         let server = start_echo(server_rt, WsConfig::default());

@@ -293,6 +293,52 @@ fn join_leave_publish_direct_and_broadcast() {
 }
 
 #[test]
+fn deflate_members_get_a_publish_compressed_and_plain_members_uncompressed() {
+    let cfg = config(|_| {});
+    for (srv, cli) in runtimes(7) {
+        let server = start_hub(srv, cfg.clone());
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let deflate = ConnectOptions {
+                deflate: true,
+                ..ConnectOptions::default()
+            };
+            let mut members = Vec::new();
+            for compress in [true, true, false] {
+                let options = if compress {
+                    deflate.clone()
+                } else {
+                    ConnectOptions::default()
+                };
+                let c = HubClient::connect_with(rt.clone(), addr, "/ws", &options)
+                    .await
+                    .expect("connect");
+                assert_eq!(c.deflate().is_some(), compress, "{srv:?}");
+                members.push(c);
+            }
+            for c in &mut members {
+                assert_ack(&c.join("news").await, "join");
+            }
+            // A body well over the threshold; each member has its own seq
+            // head in front of the shared (compressed-once) body.
+            let text = "compressible hub payload ".repeat(400);
+            let ack = members[0]
+                .publish("news", "big", json!({"text": text}))
+                .await;
+            assert_ack(&ack, "publish");
+            for (i, c) in members.iter_mut().enumerate() {
+                let m = c.expect("message").await;
+                assert_eq!(m["data"]["text"], text.as_str(), "{srv:?}: member {i}");
+                assert_eq!(m["id"], "big");
+            }
+            for c in members {
+                c.close().await;
+            }
+        });
+    }
+}
+
+#[test]
 fn a_publish_retransmitted_with_the_same_id_is_delivered_once() {
     for (srv, cli) in runtimes(0) {
         let server = start_hub(srv, ServerConfig::default());

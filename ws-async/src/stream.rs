@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ws_proto::{CloseCode, Connection, Event, Message, Role};
+use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role};
 
 use crate::error::WsError;
 use crate::runtime::{Runtime, Transport};
@@ -47,6 +47,17 @@ impl Default for WsConfig {
             max_outbound: 1 << 20,
             client_linger: Duration::from_secs(1),
         }
+    }
+}
+
+impl WsConfig {
+    /// Sets permessage-deflate from a setting: `off`, `shared` (no context
+    /// takeover; an idle connection holds no compression context) or
+    /// `dedicated` (context takeover with `window_bits`, 9 to 15). See
+    /// [`ws_proto::DeflateConfig::from_setting`].
+    pub fn set_deflate(&mut self, mode: &str, window_bits: u8) -> Result<(), WsError> {
+        self.proto.deflate = ws_proto::DeflateConfig::from_setting(mode, window_bits)?;
+        Ok(())
     }
 }
 
@@ -579,6 +590,11 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
     pub fn close_info(&self) -> Option<CloseInfo> {
         lock(&self.read.shared).close.as_deref().cloned()
     }
+
+    /// The permessage-deflate parameters negotiated, if any.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        lock(&self.read.shared).conn.deflate().copied()
+    }
 }
 
 impl<T: Transport, R: Runtime> ReadHalf<T, R> {
@@ -643,6 +659,24 @@ impl<T: Transport, R: Runtime> WriteHalf<T, R> {
     pub fn queue_text_bytes(&mut self, parts: &[Bytes]) -> Result<(), WsError> {
         lock(&self.shared).conn.send_text_bytes(parts)?;
         Ok(())
+    }
+
+    /// Like [`WriteHalf::queue_text_bytes`] for `head ++ body`, where a
+    /// body with a compressed form shared by many connections is sent
+    /// compressed without compressing it again (see
+    /// `ws_proto::Connection::send_text_with_body`).
+    pub fn queue_text_with_body(
+        &mut self,
+        head: &Bytes,
+        body: &PreparedBody,
+    ) -> Result<(), WsError> {
+        lock(&self.shared).conn.send_text_with_body(head, body)?;
+        Ok(())
+    }
+
+    /// The permessage-deflate parameters negotiated, if any.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        lock(&self.shared).conn.deflate().copied()
     }
 
     /// Writes queued bytes; `Ready(Ok)` once the queue is empty. For

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::deflate::DeflateConfig;
 use crate::error::ConfigError;
 
 /// Connection settings. Every limit has a default; [`Config::validate`]
@@ -33,6 +34,11 @@ pub struct Config {
     /// How long to wait for the peer's close frame after sending ours.
     /// Default 5 s.
     pub close_timeout: Duration,
+    /// permessage-deflate (RFC 7692): `Some` makes a client offer it and a
+    /// server accept an offer. Default `None` (the core never compresses
+    /// unless asked; the adapters and binaries turn it on). The message
+    /// size limit applies to the inflated size.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -47,6 +53,7 @@ impl Default for Config {
             fragment_size: None,
             handshake_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
+            deflate: None,
         }
     }
 }
@@ -72,6 +79,9 @@ impl Config {
         range("max_headers", self.max_headers, 8, 1024)?;
         if let Some(size) = self.fragment_size {
             range("fragment_size", size, 1, 1 << 40)?;
+        }
+        if let Some(deflate) = &self.deflate {
+            deflate.validate()?;
         }
         Ok(())
     }

@@ -7,11 +7,13 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
+use crate::deflate::{Compressor, DeflateOffer, DeflateParams, DeflateState};
 use crate::error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
 use crate::event_queue::EventQueue;
 use crate::frame::{
     CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
-    PreparedFrame, apply_mask, close_payload, parse_close_payload, truncate_reason,
+    PreparedBody, PreparedFrame, apply_mask, close_payload, parse_close_payload, stored_blocks,
+    truncate_reason,
 };
 use crate::handshake::client::parse_response;
 use crate::handshake::response::encode_switching;
@@ -81,6 +83,7 @@ enum Answer {
 struct PendingRequest {
     accept: Result<String, HandshakeError>,
     protocols: Vec<String>,
+    deflate_offers: Vec<DeflateOffer>,
 }
 
 /// The frame whose header has been read and whose payload is arriving.
@@ -94,12 +97,17 @@ struct InFrame {
     done: usize,
     /// Whether the payload is text to validate as it arrives.
     text: bool,
+    /// Whether the payload is compressed data of the message in
+    /// `Connection::message`, inflated as it arrives.
+    compressed: bool,
 }
 
-/// A fragmented message being reassembled.
+/// A fragmented or compressed message being reassembled (a compressed
+/// one holds the inflated bytes).
 struct Assembly {
     opcode: OpCode,
-    data: BytesMut,
+    data: Vec<u8>,
+    compressed: bool,
 }
 
 /// A WebSocket connection as a pure state machine: bytes and time in,
@@ -156,6 +164,8 @@ pub struct Connection {
     events: EventQueue,
     deadline: Option<Instant>,
     mask_keys: Option<Box<dyn MaskKeySource>>,
+    /// permessage-deflate, once negotiated. Boxed: one pointer when off.
+    deflate: Option<Box<DeflateState>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -202,7 +212,8 @@ impl Connection {
             Some(mask_keys),
         );
         let tail_before = conn.out.tail().len();
-        request.encode(conn.out.tail())?;
+        let deflate = conn.config.deflate;
+        request.encode(conn.out.tail(), deflate.as_ref())?;
         let written = conn.out.tail().len() - tail_before;
         conn.out.commit(written);
         conn.phase = Phase::AwaitResponse(Box::new(request));
@@ -229,6 +240,7 @@ impl Connection {
             events: EventQueue::default(),
             deadline,
             mask_keys,
+            deflate: None,
         }
     }
 
@@ -260,6 +272,21 @@ impl Connection {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|d| &d.params)
+    }
+
+    /// Whether a compression context is allocated right now (a compressor
+    /// kept for context takeover, or an inflater kept for it or for a
+    /// compressed message being received). Always false for an idle
+    /// connection in [`crate::DeflateMode::Shared`].
+    pub fn holds_deflate_context(&self) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| d.deflater.is_some() || d.inflater.is_some())
     }
 
     /// Received bytes held: the unfinished frame plus an unfinished
@@ -298,7 +325,9 @@ impl Connection {
     /// Call when the transport has nothing to read; the next input
     /// allocates again.
     pub fn release_idle_buffers(&mut self) {
-        if self.read.is_empty() && self.read.capacity() > 0 {
+        // An empty buffer may still pin the allocation its last frame was
+        // split from (its own capacity is then 0): drop it regardless.
+        if self.read.is_empty() {
             self.read = BytesMut::new();
         }
         self.events.release_if_empty();
@@ -385,8 +414,16 @@ impl Connection {
         {
             return Err(SendError::UnofferedProtocol(p.clone()));
         }
-        let mut head = Vec::with_capacity(160);
-        encode_switching(&mut head, accept, &options)?;
+        let negotiated = match self.config.deflate {
+            Some(config) if !options.decline_deflate => config
+                .accept_offers(&pending.deflate_offers)
+                .map(|(params, answer)| (DeflateState::new(params, config, true), answer)),
+            _ => None,
+        };
+        let mut head = Vec::with_capacity(240);
+        let answer = negotiated.as_ref().map(|(_, a)| a.as_str());
+        encode_switching(&mut head, accept, &options, answer)?;
+        self.deflate = negotiated.map(|(state, _)| Box::new(state));
         self.out.push_shared(&Bytes::from(head));
         self.phase = Phase::Open;
         self.deadline = None;
@@ -446,14 +483,86 @@ impl Connection {
     }
 
     /// Server: queues a frame encoded once for many connections; the
-    /// payload is shared, not copied.
+    /// payload is shared, not copied. A frame with a compressed form
+    /// ([`PreparedFrame::with_deflate`]) goes out compressed, still shared,
+    /// to a connection that negotiated no server context takeover and a
+    /// window at least as large as the compressor's; other connections get
+    /// the plain form.
     pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
         if self.role == Role::Client {
             return Err(SendError::PreparedFrameOnClient);
         }
         self.check_open()?;
-        self.out.push_shared(frame.header());
-        self.out.push_shared(frame.payload());
+        let len = frame.payload().len();
+        let (header, payload) = match frame.deflated() {
+            Some((bits, header, payload))
+                if self
+                    .deflate
+                    .as_ref()
+                    .is_some_and(|d| d.accepts_shared(bits, len)) =>
+            {
+                (header, payload)
+            }
+            _ => (frame.header(), frame.payload()),
+        };
+        self.out.push_shared(header);
+        self.out.push_shared(payload);
+        Ok(())
+    }
+
+    /// Sends one text message: `head` (per connection, may be empty)
+    /// followed by the shared `body`. The caller promises the two together
+    /// are UTF-8. With permessage-deflate and no context takeover for our
+    /// direction, a body with a compressed form goes out as the head in a
+    /// stored block plus those shared compressed bytes ([`PreparedBody`]);
+    /// otherwise as [`Connection::send_text_bytes`] would send it.
+    pub fn send_text_with_body(
+        &mut self,
+        head: &Bytes,
+        body: &PreparedBody,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let len = head.len() + body.plain().len();
+        if let Some((bits, compressed)) = body.deflated()
+            && self
+                .deflate
+                .as_ref()
+                .is_some_and(|d| d.accepts_shared(bits, len))
+        {
+            let mut stored = BytesMut::with_capacity(head.len() + 5);
+            stored_blocks(head, &mut stored);
+            self.encode_payload(OpCode::Text, true, &[stored.freeze(), compressed.clone()]);
+            return Ok(());
+        }
+        self.encode_message(OpCode::Text, &[head.clone(), body.plain().clone()]);
+        Ok(())
+    }
+
+    /// Sends a message, compressing it (when permessage-deflate without
+    /// context takeover for our direction was negotiated and the message
+    /// reaches the threshold) with the caller's shared `compressor`
+    /// instead of a context of the connection's own. Otherwise the same as
+    /// [`Connection::send`].
+    pub fn send_with(
+        &mut self,
+        message: Message,
+        compressor: &mut Compressor,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        let shared = self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| d.accepts_shared(compressor.window_bits(), payload.len()));
+        if shared {
+            let compressed = compressor.compress(&payload);
+            self.encode_payload(opcode, true, &[compressed]);
+        } else {
+            self.encode_message(opcode, &[payload]);
+        }
         Ok(())
     }
 
@@ -578,6 +687,10 @@ impl Connection {
                         .map(str::to_owned)
                         .map_err(Clone::clone),
                     protocols: request.protocols().map(str::to_owned).collect(),
+                    deflate_offers: match self.config.deflate {
+                        Some(_) => request.deflate_offers(),
+                        None => Vec::new(),
+                    },
                 }));
                 self.events.push(Event::Request(Box::new(request)));
             }
@@ -608,11 +721,20 @@ impl Connection {
         let parsed = if end > limit {
             Err(HandshakeError::HeadTooLarge { limit })
         } else {
-            parse_response(&self.read[..end], request, self.config.max_headers, limit)
+            parse_response(
+                &self.read[..end],
+                request,
+                self.config.deflate.as_ref(),
+                self.config.max_headers,
+                limit,
+            )
         };
         match parsed {
             Ok(Some((response, len))) => {
                 self.read.advance(len);
+                if let (Some(params), Some(config)) = (response.deflate, self.config.deflate) {
+                    self.deflate = Some(Box::new(DeflateState::new(params, config, false)));
+                }
                 self.phase = Phase::Open;
                 self.deadline = None;
                 self.events.push(Event::Accepted(Box::new(response)));
@@ -656,10 +778,23 @@ impl Connection {
                 if let Some(key) = frame.mask {
                     apply_mask(chunk, key, frame.done);
                 }
-                let invalid = frame.text && self.utf8.feed(chunk).is_err();
+                let checked = if frame.compressed {
+                    inflate_chunk(
+                        self.deflate.as_deref_mut(),
+                        self.message.as_deref_mut(),
+                        &mut self.utf8,
+                        chunk,
+                        self.config.max_message_size,
+                        false,
+                    )
+                } else if frame.text && self.utf8.feed(chunk).is_err() {
+                    Err(ProtocolError::InvalidUtf8)
+                } else {
+                    Ok(())
+                };
                 frame.done = end;
-                if invalid {
-                    return self.fail(ProtocolError::InvalidUtf8.into(), Answer::Tell);
+                if let Err(e) = checked {
+                    return self.fail(e.into(), Answer::Tell);
                 }
             }
             if frame.done < frame.len {
@@ -667,6 +802,15 @@ impl Connection {
                 return;
             }
             self.frame = None;
+            if frame.compressed {
+                self.read.advance(frame.len);
+                if frame.fin
+                    && let Err(e) = self.finish_compressed()
+                {
+                    return self.fail(e.into(), Answer::Tell);
+                }
+                continue;
+            }
             let payload = self.read.split_to(frame.len).freeze();
             if let Err(e) = self.dispatch(frame, payload) {
                 return self.fail(e.into(), Answer::Tell);
@@ -676,10 +820,16 @@ impl Connection {
 
     /// Checks a header against the protocol, the role and the limits.
     fn check_header(&mut self, h: &FrameHeader) -> Result<InFrame, ProtocolError> {
-        if h.rsv != 0 {
+        // RSV1 is permessage-deflate's "compressed" bit; RSV2 and RSV3
+        // belong to no extension we negotiate.
+        let rsv1 = h.rsv & 0b100 != 0;
+        if h.rsv & 0b011 != 0 || (rsv1 && self.deflate.is_none()) {
             return Err(ProtocolError::ReservedBits);
         }
         let opcode = OpCode::from_wire(h.opcode).ok_or(ProtocolError::ReservedOpcode(h.opcode))?;
+        if rsv1 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::MisplacedCompressionBit);
+        }
         if opcode.is_control() {
             if !h.fin {
                 return Err(ProtocolError::FragmentedControl);
@@ -703,33 +853,45 @@ impl Connection {
             });
         }
         let message_limit = self.config.max_message_size;
+        let mut compressed = false;
         let text = match opcode {
             OpCode::Continuation => {
                 let m = self
                     .message
                     .as_ref()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
+                // A compressed message is limited by its inflated size,
+                // checked as it inflates.
+                compressed = m.compressed;
                 let size = m.data.len() as u64 + h.payload_len;
-                if size > message_limit as u64 {
+                if !compressed && size > message_limit as u64 {
                     return Err(ProtocolError::MessageTooLarge {
                         size,
                         limit: message_limit,
                     });
                 }
-                m.opcode == OpCode::Text
+                m.opcode == OpCode::Text && !compressed
             }
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                if h.payload_len > message_limit as u64 {
+                if !rsv1 && h.payload_len > message_limit as u64 {
                     return Err(ProtocolError::MessageTooLarge {
                         size: h.payload_len,
                         limit: message_limit,
                     });
                 }
                 self.utf8.reset();
-                opcode == OpCode::Text
+                if rsv1 {
+                    compressed = true;
+                    self.message = Some(Box::new(Assembly {
+                        opcode,
+                        data: Vec::new(),
+                        compressed,
+                    }));
+                }
+                opcode == OpCode::Text && !compressed
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => false,
         };
@@ -741,7 +903,25 @@ impl Connection {
             len: h.payload_len as usize,
             done: 0,
             text,
+            compressed,
         })
+    }
+
+    /// The last frame of a compressed message arrived: inflate the tail
+    /// and deliver.
+    fn finish_compressed(&mut self) -> Result<(), ProtocolError> {
+        inflate_chunk(
+            self.deflate.as_deref_mut(),
+            self.message.as_deref_mut(),
+            &mut self.utf8,
+            &[],
+            self.config.max_message_size,
+            true,
+        )?;
+        let Some(m) = self.message.take() else {
+            return Err(ProtocolError::UnexpectedContinuation);
+        };
+        self.deliver(m.opcode, Bytes::from(m.data))
     }
 
     /// Acts on a complete frame.
@@ -749,11 +929,12 @@ impl Connection {
         match frame.opcode {
             OpCode::Text | OpCode::Binary if frame.fin => self.deliver(frame.opcode, payload)?,
             OpCode::Text | OpCode::Binary => {
-                let mut data = BytesMut::with_capacity(payload.len().max(1024));
+                let mut data = Vec::with_capacity(payload.len().max(1024));
                 data.extend_from_slice(&payload);
                 self.message = Some(Box::new(Assembly {
                     opcode: frame.opcode,
                     data,
+                    compressed: false,
                 }));
             }
             OpCode::Continuation => {
@@ -763,7 +944,7 @@ impl Connection {
                 m.data.extend_from_slice(&payload);
                 if frame.fin {
                     let opcode = m.opcode;
-                    let data = std::mem::take(&mut m.data).freeze();
+                    let data = Bytes::from(std::mem::take(&mut m.data));
                     self.message = None;
                     self.deliver(opcode, data)?;
                 }
@@ -803,8 +984,26 @@ impl Connection {
 
     // ----- internals: writing -----
 
+    /// Encodes a data message, compressed when permessage-deflate is on
+    /// and the message reaches the threshold.
     fn encode_message(&mut self, opcode: OpCode, parts: &[Bytes]) {
         let total: usize = parts.iter().map(Bytes::len).sum();
+        if let Some(deflate) = self.deflate.as_deref_mut()
+            && deflate.compresses(total)
+        {
+            let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            if let Some(payload) = deflate.compress(&slices) {
+                return self.encode_payload(opcode, true, &[payload]);
+            }
+        }
+        self.encode_payload(opcode, false, parts);
+    }
+
+    /// Frames a payload (fragmented if `fragment_size` says so); RSV1 marks
+    /// the first frame of a compressed message only.
+    fn encode_payload(&mut self, opcode: OpCode, compressed: bool, parts: &[Bytes]) {
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        let mut rsv = if compressed { RSV1 } else { 0 };
         match self.config.fragment_size {
             Some(size) if total > size => {
                 let joined = join(parts, total);
@@ -812,22 +1011,28 @@ impl Connection {
                 let mut op = opcode;
                 while offset < total {
                     let end = (offset + size).min(total);
-                    self.encode_frame(op, end == total, &[joined.slice(offset..end)]);
+                    self.encode_frame_rsv(op, end == total, rsv, &[joined.slice(offset..end)]);
                     op = OpCode::Continuation;
+                    rsv = 0;
                     offset = end;
                 }
             }
-            _ => self.encode_frame(opcode, true, parts),
+            _ => self.encode_frame_rsv(opcode, true, rsv, parts),
         }
     }
 
-    /// Encodes one frame whose payload is the concatenation of `parts`.
+    /// Encodes one uncompressed frame (control frames are never compressed).
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, parts: &[Bytes]) {
+        self.encode_frame_rsv(opcode, fin, 0, parts);
+    }
+
+    /// Encodes one frame whose payload is the concatenation of `parts`.
+    fn encode_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, parts: &[Bytes]) {
         let len: usize = parts.iter().map(Bytes::len).sum();
         let mask = self.mask_keys.as_mut().map(|keys| keys.next_key());
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode: opcode.to_wire(),
             mask,
             payload_len: len as u64,
@@ -898,6 +1103,39 @@ impl Connection {
         self.frame = None;
         self.message = None;
         self.read = BytesMut::new();
+        if let Some(deflate) = self.deflate.as_deref_mut() {
+            deflate.deflater = None;
+            deflate.inflater = None;
+        }
+    }
+}
+
+/// RSV1 in `FrameHeader::rsv` (bits RSV1..RSV3 as the low three bits).
+const RSV1: u8 = 0b100;
+
+/// Inflates a piece of a compressed message onto its assembly (with the
+/// sync-flush tail when `last`), validating text on the inflated bytes.
+/// Takes the connection's fields apart so the input can be borrowed from
+/// the receive buffer.
+fn inflate_chunk(
+    deflate: Option<&mut DeflateState>,
+    message: Option<&mut Assembly>,
+    utf8: &mut Utf8Validator,
+    input: &[u8],
+    limit: usize,
+    last: bool,
+) -> Result<(), ProtocolError> {
+    let (Some(deflate), Some(message)) = (deflate, message) else {
+        return Err(ProtocolError::ReservedBits);
+    };
+    let utf8 = (message.opcode == OpCode::Text).then_some(utf8);
+    let inflater = deflate.inflater();
+    if last {
+        inflater.finish_message(&mut message.data, limit, utf8)?;
+        deflate.end_message();
+        Ok(())
+    } else {
+        inflater.inflate(input, &mut message.data, limit, utf8)
     }
 }
 

@@ -69,15 +69,23 @@ pub enum ProtocolError {
     /// A close code that may not be sent on the wire.
     #[error("invalid close code {0}")]
     InvalidCloseCode(u16),
+    /// A compressed message (RSV1) whose payload is not valid DEFLATE data.
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
+    /// RSV1 on a continuation or control frame of a connection with
+    /// permessage-deflate (only a message's first frame may carry it).
+    #[error("RSV1 set on a continuation or control frame")]
+    MisplacedCompressionBit,
 }
 
 impl ProtocolError {
     /// The close code to send: 1009 for size limits, 1007 for bad UTF-8,
-    /// 1002 for everything else.
+    /// 1002 for everything else. Corrupt compressed data is 1007 too: the
+    /// payload does not fit the message.
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -129,6 +137,11 @@ pub enum HandshakeError {
     /// The server answered with an extension that was not offered.
     #[error("server selected an extension that was not offered")]
     UnofferedExtension,
+    /// The server's `Sec-WebSocket-Extensions` answer is malformed or
+    /// accepts permessage-deflate with parameters the client did not allow
+    /// (client role; RFC 7692 section 7.1).
+    #[error("invalid extension answer: {0}")]
+    InvalidExtension(&'static str),
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
@@ -190,6 +203,10 @@ pub enum SendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A permessage-deflate mode name other than `off`, `shared` or
+    /// `dedicated` ([`crate::DeflateConfig::from_setting`]).
+    #[error("deflate must be `off`, `shared` or `dedicated`, not {0:?}")]
+    UnknownDeflateMode(String),
     /// A size limit is zero or out of range.
     #[error("{name} must be between {min} and {max}, got {value}")]
     OutOfRange {

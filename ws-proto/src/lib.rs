@@ -15,6 +15,12 @@
 //! fail-fast UTF-8 validation, and limits on head, frame and message size.
 //! Protocol violations close with the right code (1002, 1007, 1009).
 //!
+//! permessage-deflate (RFC 7692) is negotiated when `Config::deflate` is
+//! set: see [`deflate`] for the memory policy (no context held by an idle
+//! connection in the default [`DeflateMode::Shared`]), [`Compressor`] to
+//! share a compressor between connections, and
+//! [`PreparedFrame::with_deflate`] to compress a broadcast once.
+//!
 //! # Driving a connection
 //!
 //! After every input (`handle_*`) or command (`send`, `close`, ...): drain
@@ -70,7 +76,8 @@
 //! # Modules
 //!
 //! [`frame`] (header codec, masking, close codes, prepared frames),
-//! [`handshake`] (request and response parsing and writing), [`utf8`]
+//! [`handshake`] (request and response parsing and writing), [`deflate`]
+//! (extension negotiation and compression), [`utf8`]
 //! (streaming validation) are usable on their own; [`Connection`] composes
 //! them.
 //!
@@ -95,6 +102,7 @@
 
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 mod event_queue;
 pub mod frame;
@@ -108,8 +116,9 @@ pub mod utf8;
 
 pub use config::Config;
 pub use connection::{ClientError, Connection, Role, State};
+pub use deflate::{Compressor, DeflateConfig, DeflateMode, DeflateParams};
 pub use error::{ConfigError, Error, HandshakeError, ProtocolError, SendError};
-pub use frame::{CloseCode, PreparedFrame};
+pub use frame::{CloseCode, PreparedBody, PreparedFrame};
 pub use handshake::{AcceptOptions, ClientRequest, HttpResponse, Request, ServerResponse};
 pub use mask_keys::{MaskKeySource, SeededMaskKeys};
 pub use message::{Event, Message, Utf8Bytes};

@@ -170,6 +170,15 @@ pub struct LimitArgs {
     /// milliseconds.
     #[arg(long, default_value_t = millis(DEFAULT_GRACE))]
     pub shutdown_grace_ms: u64,
+    /// permessage-deflate: `shared` (no context takeover, nothing held by
+    /// an idle connection), `dedicated` (context takeover, windows of
+    /// `--deflate-window-bits`) or `off`. Servers accept offers, clients
+    /// make them.
+    #[arg(long, default_value = "shared")]
+    pub deflate: String,
+    /// Window bits (9 to 15) of the `dedicated` deflate mode.
+    #[arg(long, default_value_t = 15)]
+    pub deflate_window_bits: u8,
 }
 
 /// A duration as a number of milliseconds (saturating).
@@ -186,6 +195,7 @@ impl LimitArgs {
         config.proto.max_handshake_size = self.max_handshake_size;
         config.proto.handshake_timeout = Some(Duration::from_millis(self.handshake_timeout_ms));
         config.proto.close_timeout = Duration::from_millis(self.close_timeout_ms);
+        config.set_deflate(&self.deflate, self.deflate_window_bits)?;
         config.proto.validate()?;
         config.max_outbound = self.max_outbound;
         Ok(config)

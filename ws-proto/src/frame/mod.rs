@@ -13,6 +13,7 @@ pub use mask::{apply_mask, apply_mask_bytewise};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::deflate::Compressor;
 use crate::error::ProtocolError;
 
 /// The longest possible frame header: 2 bytes, an 8-byte length, a 4-byte key.
@@ -172,10 +173,37 @@ impl FrameHeader {
 ///
 /// Hand it to [`crate::Connection::send_prepared`]; it is refused on a
 /// client connection, whose frames must be masked.
+///
+/// [`PreparedFrame::with_deflate`] adds a compressed form, made once: every
+/// connection that negotiated permessage-deflate without server context
+/// takeover gets those same compressed bytes, the others the plain ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedFrame {
+    opcode: OpCode,
     header: Bytes,
     payload: Bytes,
+    deflated: Option<Deflated>,
+}
+
+/// The compressed form of a prepared frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Deflated {
+    window_bits: u8,
+    header: Bytes,
+    payload: Bytes,
+}
+
+fn encode_header(opcode: OpCode, rsv: u8, len: usize) -> Bytes {
+    let header = FrameHeader {
+        fin: true,
+        rsv,
+        opcode: opcode.to_wire(),
+        mask: None,
+        payload_len: len as u64,
+    };
+    let mut buf = BytesMut::with_capacity(header.encoded_len());
+    header.encode(&mut buf);
+    buf.freeze()
 }
 
 impl PreparedFrame {
@@ -201,19 +229,37 @@ impl PreparedFrame {
     }
 
     fn new(opcode: OpCode, payload: Bytes) -> Self {
-        let header = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode: opcode.to_wire(),
-            mask: None,
-            payload_len: payload.len() as u64,
-        };
-        let mut buf = BytesMut::with_capacity(header.encoded_len());
-        header.encode(&mut buf);
         Self {
-            header: buf.freeze(),
+            opcode,
+            header: encode_header(opcode, 0, payload.len()),
             payload,
+            deflated: None,
         }
+    }
+
+    /// Adds the compressed (permessage-deflate, no context takeover) form,
+    /// compressed once with `compressor`.
+    pub fn with_deflate(mut self, compressor: &mut Compressor) -> Self {
+        let payload = compressor.compress(&self.payload);
+        self.deflated = Some(Deflated {
+            window_bits: compressor.window_bits(),
+            // RSV1: the compressed bit.
+            header: encode_header(self.opcode, 0b100, payload.len()),
+            payload,
+        });
+        self
+    }
+
+    /// The compressed payload, if [`PreparedFrame::with_deflate`] made one.
+    pub fn deflated_payload(&self) -> Option<&Bytes> {
+        self.deflated.as_ref().map(|d| &d.payload)
+    }
+
+    /// The compressed form: its window bits, header and payload.
+    pub(crate) fn deflated(&self) -> Option<(u8, &Bytes, &Bytes)> {
+        self.deflated
+            .as_ref()
+            .map(|d| (d.window_bits, &d.header, &d.payload))
     }
 
     /// The encoded header bytes.
@@ -229,6 +275,66 @@ impl PreparedFrame {
     /// Header plus payload length on the wire.
     pub fn wire_len(&self) -> usize {
         self.header.len() + self.payload.len()
+    }
+}
+
+/// The shared part of a text message whose head differs per receiver (a
+/// hub delivery: a per-connection prefix, then the same body for every
+/// member), with an optional compressed form made once.
+///
+/// [`crate::Connection::send_text_with_body`] sends `head ++ body`. To a
+/// connection that negotiated permessage-deflate without context takeover
+/// for its sending direction, the payload is the head as a stored
+/// (uncompressed) DEFLATE block followed by the body compressed once, so
+/// every member gets the same compressed body bytes; a DEFLATE stream is a
+/// sequence of blocks, and the body's blocks refer to nothing before them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBody {
+    plain: Bytes,
+    deflated: Option<(u8, Bytes)>,
+}
+
+impl PreparedBody {
+    /// A body sent as is. The caller promises it is UTF-8 (with the head).
+    pub fn new(body: Bytes) -> Self {
+        Self {
+            plain: body,
+            deflated: None,
+        }
+    }
+
+    /// Adds the compressed form, compressed once with `compressor`.
+    pub fn with_deflate(mut self, compressor: &mut Compressor) -> Self {
+        let payload = compressor.compress(&self.plain);
+        self.deflated = Some((compressor.window_bits(), payload));
+        self
+    }
+
+    /// The body.
+    pub fn plain(&self) -> &Bytes {
+        &self.plain
+    }
+
+    /// The compressed body, if [`PreparedBody::with_deflate`] made one.
+    pub fn deflated_payload(&self) -> Option<&Bytes> {
+        self.deflated.as_ref().map(|(_, b)| b)
+    }
+
+    pub(crate) fn deflated(&self) -> Option<(u8, &Bytes)> {
+        self.deflated.as_ref().map(|(bits, b)| (*bits, b))
+    }
+}
+
+/// Appends `data` as stored (uncompressed, non-final) DEFLATE blocks of at
+/// most 65,535 bytes each (RFC 1951 section 3.2.4). Only valid where the
+/// stream is at a byte boundary, as it is at the start of a message.
+pub(crate) fn stored_blocks(data: &[u8], out: &mut BytesMut) {
+    for block in data.chunks(0xffff) {
+        let len = block.len() as u16;
+        out.put_u8(0x00); // BFINAL 0, BTYPE 00, padded to the byte
+        out.put_u16_le(len);
+        out.put_u16_le(!len);
+        out.put_slice(block);
     }
 }
 

@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes};
 
 use super::has_token;
 use super::response::{check_headers, put_headers};
+use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::error::{HandshakeError, SendError};
 
 /// What a client asks for in its opening handshake.
@@ -43,8 +44,13 @@ impl ClientRequest {
         base64::engine::general_purpose::STANDARD.encode(self.key)
     }
 
-    /// Appends the encoded request to `out`.
-    pub(crate) fn encode(&self, out: &mut impl BufMut) -> Result<(), SendError> {
+    /// Appends the encoded request to `out`, with the permessage-deflate
+    /// offers of `deflate` if it is set.
+    pub(crate) fn encode(
+        &self,
+        out: &mut impl BufMut,
+        deflate: Option<&DeflateConfig>,
+    ) -> Result<(), SendError> {
         check_headers(&self.headers)?;
         let mut fixed = vec![("Host".to_owned(), self.host.clone())];
         if let Some(origin) = &self.origin {
@@ -52,6 +58,12 @@ impl ClientRequest {
         }
         if !self.protocols.is_empty() {
             fixed.push(("Sec-WebSocket-Protocol".into(), self.protocols.join(", ")));
+        }
+        if let Some(deflate) = deflate {
+            fixed.push((
+                "Sec-WebSocket-Extensions".into(),
+                deflate.client_offer_header(),
+            ));
         }
         check_headers(&fixed)?;
         if !self.target.starts_with('/')
@@ -80,15 +92,19 @@ impl ClientRequest {
 pub struct ServerResponse {
     /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters the server accepted, if any.
+    pub deflate: Option<DeflateParams>,
     /// All response headers.
     pub headers: Vec<(String, Bytes)>,
 }
 
-/// Parses and validates the server's response head against `req`.
-/// Returns `Ok(None)` while the head is incomplete.
+/// Parses and validates the server's response head against `req` (and
+/// the deflate offers made from `deflate`). Returns `Ok(None)` while the
+/// head is incomplete.
 pub(crate) fn parse_response(
     buf: &[u8],
     req: &ClientRequest,
+    deflate: Option<&DeflateConfig>,
     max_headers: usize,
     max_size: usize,
 ) -> Result<Option<(ServerResponse, usize)>, HandshakeError> {
@@ -136,9 +152,12 @@ pub(crate) fn parse_response(
         Some(_) => return Err(HandshakeError::AcceptMismatch),
         None => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Accept")),
     }
-    if !named("sec-websocket-extensions").is_empty() {
-        return Err(HandshakeError::UnofferedExtension);
-    }
+    let extensions = named("sec-websocket-extensions");
+    let deflate = match deflate {
+        Some(config) => config.check_answer(extensions.iter().copied())?,
+        None if extensions.is_empty() => None,
+        None => return Err(HandshakeError::UnofferedExtension),
+    };
     let protocol = match named("sec-websocket-protocol").first() {
         None => None,
         Some(v) => {
@@ -149,7 +168,14 @@ pub(crate) fn parse_response(
             Some(p)
         }
     };
-    Ok(Some((ServerResponse { protocol, headers }, len)))
+    Ok(Some((
+        ServerResponse {
+            protocol,
+            deflate,
+            headers,
+        },
+        len,
+    )))
 }
 
 #[cfg(test)]
@@ -170,7 +196,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
         let req = request();
         assert_eq!(req.key_header(), "dGhlIHNhbXBsZSBub25jZQ==");
         let mut out = Vec::new();
-        req.encode(&mut out).unwrap();
+        req.encode(&mut out, None).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /chat HTTP/1.1\r\nHost: server.example.com\r\n"));
         assert!(text.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
@@ -179,7 +205,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
 
     #[test]
     fn valid_response_is_accepted() {
-        let (resp, len) = parse_response(RESPONSE.as_bytes(), &request(), 64, 8192)
+        let (resp, len) = parse_response(RESPONSE.as_bytes(), &request(), None, 64, 8192)
             .unwrap()
             .unwrap();
         assert_eq!(len, RESPONSE.len());
@@ -191,7 +217,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
         let req = request();
         let check = |text: String, expect: HandshakeError| {
             assert_eq!(
-                parse_response(text.as_bytes(), &req, 64, 8192),
+                parse_response(text.as_bytes(), &req, None, 64, 8192),
                 Err(expect),
                 "{text}"
             );

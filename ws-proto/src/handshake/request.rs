@@ -4,6 +4,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::has_token;
+use crate::deflate::DeflateOffer;
 use crate::error::HandshakeError;
 
 /// A parsed HTTP request head, handed to the server application in
@@ -177,6 +178,12 @@ impl Request {
         self.protocols()
             .find(|p| supported.contains(p))
             .map(str::to_owned)
+    }
+
+    /// The client's well-formed permessage-deflate offers, in its order of
+    /// preference (malformed ones are left out: RFC 7692 declines them).
+    pub fn deflate_offers(&self) -> Vec<DeflateOffer> {
+        DeflateOffer::parse_offers(self.headers_named("sec-websocket-extensions"))
     }
 
     /// Whether this is a valid WebSocket upgrade request.

@@ -12,6 +12,9 @@ pub struct AcceptOptions {
     pub protocol: Option<String>,
     /// Extra response headers (e.g. `Set-Cookie`).
     pub headers: Vec<(String, String)>,
+    /// Decline the client's permessage-deflate offers even though the
+    /// connection's `Config::deflate` would accept one.
+    pub decline_deflate: bool,
 }
 
 impl AcceptOptions {
@@ -19,7 +22,7 @@ impl AcceptOptions {
     pub fn with_protocol(protocol: impl Into<String>) -> Self {
         Self {
             protocol: Some(protocol.into()),
-            headers: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -88,11 +91,13 @@ impl HttpResponse {
     }
 }
 
-/// Appends `101 Switching Protocols` for a validated request.
+/// Appends `101 Switching Protocols` for a validated request, with the
+/// `Sec-WebSocket-Extensions` answer if one was negotiated.
 pub(crate) fn encode_switching(
     out: &mut impl BufMut,
     accept: &str,
     opts: &AcceptOptions,
+    extensions: Option<&str>,
 ) -> Result<(), SendError> {
     check_headers(&opts.headers)?;
     if let Some(p) = &opts.protocol
@@ -107,6 +112,9 @@ pub(crate) fn encode_switching(
     put_str(out, &format!("Sec-WebSocket-Accept: {accept}\r\n"));
     if let Some(protocol) = &opts.protocol {
         put_str(out, &format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    }
+    if let Some(extensions) = extensions {
+        put_str(out, &format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
     }
     put_headers(out, &opts.headers);
     put_str(out, "\r\n");
@@ -173,9 +181,9 @@ mod tests {
     fn header_injection_is_refused() {
         let mut out = Vec::new();
         let opts = AcceptOptions {
-            protocol: None,
             headers: vec![("X".into(), "a\r\nEvil: 1".into())],
+            ..AcceptOptions::default()
         };
-        assert!(encode_switching(&mut out, "k", &opts).is_err());
+        assert!(encode_switching(&mut out, "k", &opts, None).is_err());
     }
 }

@@ -15,6 +15,7 @@ use ws_hub::{AuthRequest, Command, ConnId, Identity, ResumeRequest};
 use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request};
 
 use super::Shared;
+use super::bodies::BodyCache;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
@@ -294,6 +295,12 @@ async fn pump<T: Transport, R: Runtime>(
     shared: &Shared,
 ) -> Result<(), WsError> {
     let bound = shared.config.socket_max_outbound;
+    // Deliveries share their compressed body when this member negotiated
+    // deflate without server context takeover.
+    let bodies = shared
+        .bodies
+        .as_ref()
+        .filter(|_| BodyCache::fits(writer.deflate()));
     let mut closing = false;
     // After a message from the client, the outbox is served first: a flood
     // of input must not starve this connection's output while the hub
@@ -363,7 +370,10 @@ async fn pump<T: Transport, R: Runtime>(
             Step::Outbox(pending) => {
                 while writer.buffered() < bound || pending.close.is_some() {
                     let Some(payload) = outbox.pop() else { break };
-                    writer.queue_text_bytes(&[payload.head, payload.body])?;
+                    match bodies.and_then(|b| b.prepare(&payload.body)) {
+                        Some(body) => writer.queue_text_with_body(&payload.head, &body)?,
+                        None => writer.queue_text_bytes(&[payload.head, payload.body])?,
+                    }
                 }
                 if pending.ping && outbox.take_ping() {
                     writer.try_ping(Bytes::new())?;

@@ -20,6 +20,7 @@
 //! (clients are told `unknown` and resync).
 
 mod assets;
+mod bodies;
 mod conn;
 mod hub_task;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) bus_stats: Option<Arc<BusStats>>,
     pub(crate) ip_limiter: conn::IpLimiter,
     pub(crate) next_conn: AtomicU64,
+    /// Compress-once for deliveries, when deflate is on.
+    pub(crate) bodies: Option<bodies::BodyCache>,
 }
 
 /// How many commands may wait for the hub before connection tasks pause.
@@ -127,6 +130,7 @@ pub async fn serve<R: Runtime>(
     });
 
     let grace = config.shutdown_grace;
+    let bodies = bodies::BodyCache::new(config.ws.proto.deflate);
     let shared = Arc::new(Shared {
         config,
         hub: to_hub.clone(),
@@ -136,6 +140,7 @@ pub async fn serve<R: Runtime>(
         bus_stats,
         ip_limiter: conn::IpLimiter::default(),
         next_conn: AtomicU64::new(1),
+        bodies,
     });
     let mut stop = pin!(shutdown.wait());
     while let Some(accepted) = unless(stop.as_mut(), R::accept(&listener)).await {

@@ -172,6 +172,10 @@ settings! {
     outbound_max_bytes: usize = hub().outbound.max_bytes, "WS_OUTBOUND_MAX_BYTES";
     /// Slow-consumer policy: `disconnect` (close 1013) or `drop-oldest`.
     slow_consumer: String = policy_name(hub().outbound.policy), "WS_SLOW_CONSUMER";
+    /// permessage-deflate: `shared` (no context takeover; an idle connection holds no compression context; a publish is compressed once for all members), `dedicated` (context takeover, windows of deflate_window_bits) or `off`.
+    deflate: String = "shared", "WS_DEFLATE";
+    /// Window bits (9 to 15) of the `dedicated` deflate mode.
+    deflate_window_bits: u32 = 15, "WS_DEFLATE_WINDOW_BITS";
     /// Longest room, user or message id name, bytes.
     max_name_len: usize = hub().max_name_len, "WS_MAX_NAME_LEN";
     /// Malformed messages tolerated per violation window before closing with 1008.
@@ -282,6 +286,9 @@ impl ServerConfig {
         ws.proto.max_headers = s.max_headers;
         ws.proto.handshake_timeout = Some(ms(s.handshake_timeout_ms));
         ws.proto.close_timeout = ms(s.close_timeout_ms);
+        let window_bits = u8::try_from(s.deflate_window_bits).unwrap_or(u8::MAX);
+        ws.set_deflate(&s.deflate, window_bits)
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
         ws.proto
             .validate()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
