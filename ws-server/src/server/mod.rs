@@ -18,6 +18,7 @@
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
+mod admission;
 mod conn;
 mod hub_task;
 pub mod metrics;
@@ -48,7 +49,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) counters: ServerCounters,
     pub(crate) bus_stats: Option<Arc<BusStats>>,
-    pub(crate) ip_limiter: conn::IpLimiter,
+    pub(crate) ip_limiter: admission::IpLimiter,
     pub(crate) next_conn: AtomicU64,
 }
 
@@ -123,7 +124,7 @@ pub async fn serve<R: Runtime>(
         metrics,
         counters: ServerCounters::default(),
         bus_stats,
-        ip_limiter: conn::IpLimiter::default(),
+        ip_limiter: admission::IpLimiter::default(),
         next_conn: AtomicU64::new(1),
     });
     let mut stop = pin!(shutdown.wait());
