@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use ws_hub::{Command, ConnId};
-use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request};
+use ws_proto::{AcceptOptions, HttpResponse, Request};
 
 use super::Shared;
 use super::admission::{self, Admission, Admitted, IpSlot, Peer, Policy, Refusal, Route};
+use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
@@ -115,16 +115,9 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
     outbox.detach();
-    // The hub decides what the client's close code means for its session.
-    if let Some(close) = reader.close_info().filter(|c| c.clean) {
-        let (code, reason) = (close.code.0, close.reason);
-        let command = Command::ClientClosed { conn, code, reason };
+    for command in dispatch::ended(conn, reader.close_info()) {
         let _ = shared.hub.send(ToHub::Command(command)).await;
     }
-    let _ = shared
-        .hub
-        .send(ToHub::Command(Command::Disconnected { conn }))
-        .await;
     drop(slot);
 }
 
@@ -230,32 +223,23 @@ async fn pump<T: Transport, R: Runtime>(
         };
         outbox_first = matches!(step, Step::Received(Ok(Some(_))));
         match step {
-            Step::Received(Ok(Some(Incoming::Message(message)))) if !closing => {
-                let (data, is_text) = match message {
-                    Message::Text(t) => (t.into_bytes(), true),
-                    Message::Binary(b) => (b, false),
+            Step::Received(Ok(Some(incoming))) => {
+                if let Incoming::Message(message) = &incoming
+                    && !closing
+                {
+                    shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                    let len = message.len() as u64;
+                    shared.counters.bytes_in.fetch_add(len, Ordering::Relaxed);
+                }
+                let Some(command) = dispatch::command_for(conn, incoming, closing) else {
+                    continue;
                 };
-                shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .counters
-                    .bytes_in
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let command = Command::Received {
-                    conn,
-                    data,
-                    is_text,
-                };
-                if shared.hub.send(ToHub::Command(command)).await.is_err() {
+                // Without the hub, a message has nowhere to go.
+                let is_message = matches!(command, Command::Received { .. });
+                if shared.hub.send(ToHub::Command(command)).await.is_err() && is_message {
                     return Ok(());
                 }
             }
-            Step::Received(Ok(Some(Incoming::Pong(_) | Incoming::Ping(_)))) if !closing => {
-                let _ = shared
-                    .hub
-                    .send(ToHub::Command(Command::Activity { conn }))
-                    .await;
-            }
-            Step::Received(Ok(Some(_))) => {}
             Step::Received(Ok(None)) => return Ok(()),
             // The peer did not answer our close in time: it may have stopped
             // reading (a slow consumer), so what is still queued for it
@@ -263,17 +247,7 @@ async fn pump<T: Transport, R: Runtime>(
             Step::Received(Err(WsError::Timeout)) => return Ok(()),
             Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
             Step::Outbox(pending) => {
-                while writer.buffered() < bound || pending.close.is_some() {
-                    let Some(payload) = outbox.pop() else { break };
-                    writer.queue_text_bytes(&[payload.head, payload.body])?;
-                }
-                if pending.ping && outbox.take_ping() {
-                    writer.try_ping(Bytes::new())?;
-                }
-                if let Some((code, reason)) = pending.close {
-                    writer.begin_close(CloseCode(code), reason)?;
-                    closing = true;
-                }
+                closing |= dispatch::serve_outbox(pending, outbox, writer, bound)?;
             }
         }
     }
