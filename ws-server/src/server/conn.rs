@@ -1,6 +1,7 @@
-//! One client connection: the handshake (with plain HTTP, Origin, per-IP
-//! and token checks), then a loop that forwards received messages to the
-//! hub and writes what the hub queued in the connection's [`Outbox`].
+//! One client connection: the handshake (plain HTTP, Origin, per-IP and
+//! token checks decided by [`admission`]), then a loop that forwards
+//! received messages to the hub and writes what the hub queued in the
+//! connection's [`Outbox`] (both mappings in [`dispatch`]).
 
 use std::future::poll_fn;
 use std::net::SocketAddr;

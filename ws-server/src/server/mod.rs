@@ -14,6 +14,12 @@
 //! room of N members costs the hub N outbox pushes of the same bytes; the
 //! framing and the writes happen on the connections' threads.
 //!
+//! The decisions are plain code with unit tests: admission (plain HTTP
+//! routes, per-IP limit, Origin, token) in `admission`, a pure function of
+//! the request and the time; the mapping from connection events to hub
+//! commands, from hub actions to outboxes and from outbox orders to
+//! writer calls in `dispatch`. The tasks only move values between them.
+//!
 //! Resumable sessions and their replay buffers live only in this process's
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
