@@ -158,6 +158,19 @@ pub fn start_hub(rt: Rt, config: ws_server::server::ServerConfig) -> TestServer 
     })
 }
 
+/// [`start_hub`] with the application's own plugins (`serve_with`).
+pub fn start_hub_with(
+    rt: Rt,
+    config: ws_server::server::ServerConfig,
+    plugins: ws_server::server::Plugins,
+) -> TestServer {
+    start_server!(rt, |r, listener, stop| async move {
+        ws_server::server::serve_with(r, listener, config, plugins, stop)
+            .await
+            .expect("serve");
+    })
+}
+
 /// Starts the echo server on `rt` with `config` on a free loopback port.
 pub fn start_echo(rt: Rt, config: WsConfig) -> TestServer {
     start_echo_with(rt, config, None)

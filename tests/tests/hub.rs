@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ws_async::Runtime;
 use ws_proto::CloseCode;
-use ws_server::server::{ServerConfig, Settings};
+use ws_server::server::{Plugins, ServerConfig, Settings};
 use ws_tests::hub_client::*;
 use ws_tests::*;
 
@@ -289,6 +289,45 @@ fn join_leave_publish_direct_and_broadcast() {
             4,
             "m1, m2, d1, b1"
         );
+    }
+}
+
+/// Refuses every room whose name starts with `staff-` to everyone but
+/// `boss`, and lets nobody broadcast.
+struct StaffOnly;
+
+impl ws_hub::Authoriser for StaffOnly {
+    fn may_join(&self, user: &ws_hub::UserId, room: &ws_hub::RoomName) -> bool {
+        !room.as_str().starts_with("staff-") || user.as_str() == "boss"
+    }
+
+    fn may_broadcast(&self, _: &ws_hub::UserId) -> bool {
+        false
+    }
+}
+
+#[test]
+fn an_application_authoriser_refuses_with_forbidden() {
+    let cfg = config(|s| s.auth_secret = Some(SECRET.into()));
+    for (srv, cli) in runtimes(0) {
+        let plugins = Plugins::from_config(&cfg).with_authoriser(StaffOnly);
+        let server = start_hub_with(srv, cfg.clone(), plugins);
+        let addr = server.addr;
+        on_runtime!(cli, |rt| async move {
+            let as_user = |u: &str| format!("/ws?token={}", token(SECRET, u));
+            let mut alice = connect(&rt, addr, &as_user("alice")).await;
+            let mut boss = connect(&rt, addr, &as_user("boss")).await;
+            let refused = alice.join("staff-room").await;
+            assert_nack(&refused, "forbidden", "alice joins a staff room");
+            assert_ack(&alice.join("lobby").await, "alice joins the lobby");
+            assert_ack(&boss.join("staff-room").await, "boss joins a staff room");
+            let refused = boss.broadcast("b1", json!(1)).await;
+            assert_nack(&refused, "forbidden", "{srv:?}: nobody broadcasts");
+            // Alice is not in the room she was refused.
+            assert_ack(&boss.publish("staff-room", "m1", json!(1)).await, "publish");
+            assert_eq!(boss.expect("message").await["id"], "m1");
+            assert!(messages(&alice.barrier().await).is_empty(), "{srv:?}");
+        });
     }
 }
 

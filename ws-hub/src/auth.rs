@@ -194,6 +194,26 @@ pub trait Authoriser: Send + Sync {
     }
 }
 
+/// A boxed authoriser (an application's choice made at run time) is an
+/// authoriser.
+impl<A: Authoriser + ?Sized> Authoriser for Box<A> {
+    fn may_join(&self, user: &UserId, room: &RoomName) -> bool {
+        (**self).may_join(user, room)
+    }
+
+    fn may_publish(&self, user: &UserId, room: &RoomName) -> bool {
+        (**self).may_publish(user, room)
+    }
+
+    fn may_send(&self, user: &UserId, to: &UserId) -> bool {
+        (**self).may_send(user, to)
+    }
+
+    fn may_broadcast(&self, user: &UserId) -> bool {
+        (**self).may_broadcast(user)
+    }
+}
+
 /// The default authoriser: allows everything.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
@@ -285,6 +305,31 @@ mod tests {
             Ok(Identity::user("alice.smith"))
         );
         assert!(!format!("{a:?}").contains("secret\""));
+    }
+
+    #[test]
+    fn a_boxed_authoriser_forwards_every_decision() {
+        struct Nothing;
+        impl Authoriser for Nothing {
+            fn may_join(&self, _: &UserId, _: &RoomName) -> bool {
+                false
+            }
+            fn may_publish(&self, _: &UserId, _: &RoomName) -> bool {
+                false
+            }
+            fn may_send(&self, _: &UserId, _: &UserId) -> bool {
+                false
+            }
+            fn may_broadcast(&self, _: &UserId) -> bool {
+                false
+            }
+        }
+        let (u, r) = (UserId::new("u"), RoomName::new("r"));
+        let boxed: Box<dyn Authoriser> = Box::new(Nothing);
+        assert!(!boxed.may_join(&u, &r) && !boxed.may_publish(&u, &r));
+        assert!(!boxed.may_send(&u, &u) && !boxed.may_broadcast(&u));
+        let allowed: Box<dyn Authoriser> = Box::new(AllowAll);
+        assert!(allowed.may_join(&u, &r) && allowed.may_broadcast(&u));
     }
 
     #[test]

@@ -11,14 +11,33 @@ pub const DEMO_PATH: &str = "/client/demo.html";
 const CLIENT_JS: &str = include_str!("../../../clients/js/ws-hub-client.js");
 const DEMO_HTML: &str = include_str!("../../../clients/js/demo.html");
 
-/// The asset at `path`, if it is one.
-pub(crate) fn asset(path: &str) -> Option<HttpResponse> {
-    let (body, content_type) = match path {
-        CLIENT_JS_PATH => (CLIENT_JS, "text/javascript; charset=utf-8"),
-        DEMO_PATH => (DEMO_HTML, "text/html; charset=utf-8"),
-        _ => return None,
-    };
-    let mut response = HttpResponse::text(200, body);
-    response.content_type = content_type.into();
-    Some(response)
+/// One of the files `serve` serves over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asset {
+    /// The browser client module.
+    ClientJs,
+    /// The demo page.
+    DemoHtml,
+}
+
+impl Asset {
+    /// The asset at `path`, if it is one.
+    pub(crate) fn at(path: &str) -> Option<Self> {
+        match path {
+            CLIENT_JS_PATH => Some(Self::ClientJs),
+            DEMO_PATH => Some(Self::DemoHtml),
+            _ => None,
+        }
+    }
+
+    /// Its 200 answer.
+    pub(crate) fn response(self) -> HttpResponse {
+        let (body, content_type) = match self {
+            Self::ClientJs => (CLIENT_JS, "text/javascript; charset=utf-8"),
+            Self::DemoHtml => (DEMO_HTML, "text/html; charset=utf-8"),
+        };
+        let mut response = HttpResponse::text(200, body);
+        response.content_type = content_type.into();
+        response
+    }
 }

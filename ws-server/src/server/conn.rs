@@ -1,21 +1,23 @@
-//! One client connection: the handshake (with plain HTTP, Origin, per-IP
-//! and token checks), then a loop that forwards received messages to the
-//! hub and writes what the hub queued in the connection's [`Outbox`].
+//! One client connection: the handshake (plain HTTP, Origin, per-IP and
+//! token checks decided by [`admission`]), then a loop that forwards
+//! received messages to the hub and writes what the hub queued in the
+//! connection's [`Outbox`] (both mappings in [`dispatch`]).
 
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use ws_hub::{AuthRequest, Command, ConnId, Identity, ResumeRequest};
-use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request};
+use ws_hub::{Command, ConnId};
+use ws_proto::{AcceptOptions, HttpResponse, Request};
 
 use super::Shared;
 use super::bodies::BodyCache;
+use super::admission::{self, Admission, Admitted, IpSlot, Peer, Policy, Refusal, Route};
+use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
@@ -23,55 +25,6 @@ use ws_async::Incoming;
 use ws_async::WsError;
 use ws_async::{Decision, accept_with};
 use ws_async::{Runtime, Transport};
-
-/// Counts connections per IP address; a slot is released on drop.
-#[derive(Debug, Default)]
-pub(crate) struct IpLimiter {
-    counts: Mutex<std::collections::HashMap<IpAddr, usize>>,
-}
-
-pub(crate) struct IpSlot<'a> {
-    limiter: &'a IpLimiter,
-    ip: IpAddr,
-}
-
-impl IpLimiter {
-    /// Takes a slot for `ip`, unless it already holds `limit` (0: no limit).
-    pub(crate) fn acquire(&self, ip: IpAddr, limit: usize) -> Option<IpSlot<'_>> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if limit > 0 && *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot { limiter: self, ip })
-    }
-}
-
-impl Drop for IpSlot<'_> {
-    fn drop(&mut self) {
-        let mut counts = self
-            .limiter
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// What the handshake decided about a request.
-enum Admission {
-    Upgrade {
-        identity: Identity,
-        resume: Option<ResumeRequest>,
-    },
-    Answered,
-}
 
 /// Serves one accepted TCP connection to the end.
 pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
@@ -120,19 +73,18 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     cert_user: Option<String>,
 ) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    let mut admission = Admission::Answered;
+    let peer_info = Peer {
+        conn,
+        addr: peer,
+        has_slot: slot.is_some(),
+        cert_user: cert_user.as_deref(),
+    };
+    let mut admitted = None;
     // Boxed so that the handshake's state is freed once the connection is
     // open instead of living in the task for the connection's lifetime.
     let accepted = Box::pin(accept_with(rt, io, config, |req| {
-        let (decision, outcome) = decide(
-            req,
-            conn,
-            peer,
-            slot.is_some(),
-            cert_user.as_deref(),
-            shared,
-        );
-        admission = outcome;
+        let (decision, outcome) = decide(req, &peer_info, shared);
+        admitted = outcome;
         decision
     }))
     .await;
@@ -145,7 +97,7 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
             return;
         }
     };
-    let Admission::Upgrade { identity, resume } = admission else {
+    let Some(Admitted { identity, resume }) = admitted else {
         return;
     };
     ServerCounters::bump(&shared.counters.handshakes);
@@ -165,117 +117,64 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
     outbox.detach();
-    // The hub decides what the client's close code means for its session.
-    if let Some(close) = reader.close_info().filter(|c| c.clean) {
-        let (code, reason) = (close.code.0, close.reason);
-        let command = Command::ClientClosed { conn, code, reason };
+    for command in dispatch::ended(conn, reader.close_info()) {
         let _ = shared.hub.send(ToHub::Command(command)).await;
     }
-    let _ = shared
-        .hub
-        .send(ToHub::Command(Command::Disconnected { conn }))
-        .await;
     drop(slot);
 }
 
-/// Chooses the answer to a request: health and metrics over plain HTTP,
-/// then the per-IP limit, the Origin allow-list and the token (or, with
-/// no token, the user of a verified TLS client certificate).
-fn decide(
-    req: &Request,
-    conn: ConnId,
-    peer: SocketAddr,
-    has_slot: bool,
-    cert_user: Option<&str>,
-    shared: &Shared,
-) -> (Decision, Admission) {
+/// Chooses the answer to a request ([`admission::admit`]), reading the
+/// clock for it, counts it, and renders `/metrics`.
+fn decide(req: &Request, peer: &Peer<'_>, shared: &Shared) -> (Decision, Option<Admitted>) {
     let counters = &shared.counters;
-    let answer = |response: HttpResponse| (Decision::Respond(response), Admission::Answered);
-    if !req.is_upgrade() {
-        ServerCounters::bump(&counters.http_requests);
-        if req.method() == "GET"
-            && let Some(response) = super::assets::asset(req.path())
-        {
-            return answer(response);
-        }
-        return match (req.method(), req.path()) {
-            ("GET", "/healthz") => answer(HttpResponse::text(200, "ok\n")),
-            ("GET", "/metrics") => {
-                let mut body = String::new();
-                let hub = shared.metrics.lock().map(|m| m.clone()).unwrap_or_default();
-                super::metrics::render(&hub, counters, &mut body);
-                if let Some(bus) = &shared.bus_stats {
-                    bus.render_prometheus(&mut body);
-                }
-                let mut response = HttpResponse::text(200, body);
-                response.content_type = "text/plain; version=0.0.4; charset=utf-8".into();
-                answer(response)
-            }
-            (_, "/healthz" | "/metrics") => answer(HttpResponse::text(405, "only GET\n")),
-            // Let the handshake refuse it with the precise reason.
-            _ if req.header("upgrade").is_some() => (
-                Decision::Accept(AcceptOptions::default()),
-                Admission::Answered,
-            ),
-            _ => answer(HttpResponse::text(
-                404,
-                "not found; WebSocket clients upgrade on any other path\n",
-            )),
-        };
-    }
-    if !has_slot {
-        ServerCounters::bump(&counters.ip_limit_refusals);
-        return answer(HttpResponse::text(
-            429,
-            "too many connections from this address",
-        ));
-    }
-    // Browsers always send Origin; clients without one are not browsers.
-    let origins = &shared.config.allowed_origins;
-    let unlisted = |o: &str| !origins.iter().any(|a| a == o);
-    if !origins.is_empty() && req.origin().is_some_and(unlisted) {
-        ServerCounters::bump(&counters.origin_refusals);
-        return answer(HttpResponse::text(403, "origin not allowed"));
-    }
-    let bearer = req
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let token = req.query_param("token").or(bearer);
-    let resume = || req.query().and_then(ResumeRequest::from_query);
-    if let (None, Some(user)) = (token, cert_user) {
-        return (
-            Decision::Accept(AcceptOptions::default()),
-            Admission::Upgrade {
-                identity: Identity::user(user),
-                resume: resume(),
-            },
-        );
-    }
+    let answer = |response: HttpResponse| (Decision::Respond(response), None);
     // Token expiry is wall-clock time; the adapter owns the clock.
     #[allow(clippy::disallowed_methods)]
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let namespace = shared.config.hub.anonymous_namespace();
-    let auth = AuthRequest {
-        conn,
-        token,
-        remote_addr: Some(peer),
-        now_unix_secs,
+    let policy = Policy {
+        allowed_origins: &shared.config.allowed_origins,
+        authenticator: shared.authenticator.as_ref(),
         namespace: &namespace,
     };
-    match shared.authenticator.authenticate(&auth) {
-        Ok(identity) => (
-            Decision::Accept(AcceptOptions::default()),
-            Admission::Upgrade {
-                identity,
-                resume: resume(),
-            },
-        ),
-        Err(e) => {
-            ServerCounters::bump(&counters.auth_failures);
-            answer(HttpResponse::text(401, format!("unauthorized: {e}")))
+    match admission::admit(req, peer, &policy, now_unix_secs) {
+        Admission::Upgrade(admitted) => {
+            (Decision::Accept(AcceptOptions::default()), Some(admitted))
+        }
+        Admission::Http(route) => {
+            ServerCounters::bump(&counters.http_requests);
+            match route {
+                Route::Metrics => {
+                    let mut body = String::new();
+                    let hub = shared.metrics.lock().map(|m| m.clone()).unwrap_or_default();
+                    super::metrics::render(&hub, counters, &mut body);
+                    if let Some(bus) = &shared.bus_stats {
+                        bus.render_prometheus(&mut body);
+                    }
+                    let mut response = HttpResponse::text(200, body);
+                    response.content_type = "text/plain; version=0.0.4; charset=utf-8".into();
+                    answer(response)
+                }
+                // Let the handshake refuse it with the precise reason.
+                Route::BadUpgrade => (Decision::Accept(AcceptOptions::default()), None),
+                Route::Asset(asset) => answer(asset.response()),
+                Route::Health => answer(HttpResponse::text(200, "ok\n")),
+                Route::MethodNotAllowed => answer(HttpResponse::text(405, "only GET\n")),
+                Route::NotFound => answer(HttpResponse::text(
+                    404,
+                    "not found; WebSocket clients upgrade on any other path\n",
+                )),
+            }
+        }
+        Admission::Refused(refusal) => {
+            ServerCounters::bump(match refusal {
+                Refusal::TooManyFromAddress => &counters.ip_limit_refusals,
+                Refusal::Origin => &counters.origin_refusals,
+                Refusal::Unauthorized(_) => &counters.auth_failures,
+            });
+            answer(refusal.response())
         }
     }
 }
@@ -333,34 +232,23 @@ async fn pump<T: Transport, R: Runtime>(
         };
         outbox_first = matches!(step, Step::Received(Ok(Some(_))));
         match step {
-            Step::Received(Ok(Some(Incoming::Message(message)))) if !closing => {
-                let (data, is_text) = match message {
-                    Message::Text(t) => (t.into_bytes(), true),
-                    Message::Binary(b) => (b, false),
+            Step::Received(Ok(Some(incoming))) => {
+                if let Incoming::Message(message) = &incoming
+                    && !closing
+                {
+                    shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                    let len = message.len() as u64;
+                    shared.counters.bytes_in.fetch_add(len, Ordering::Relaxed);
+                }
+                let Some(command) = dispatch::command_for(conn, incoming, closing, shared.config.hub.max_message_size) else {
+                    continue;
                 };
-                shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .counters
-                    .bytes_in
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                // Size check and parse here, in parallel across
-                // connections: the hub task only dispatches.
-                let limit = shared.config.hub.max_message_size;
-                let command = Command::Request {
-                    conn,
-                    request: ws_hub::Request::parse(&data, is_text, limit),
-                };
-                if shared.hub.send(ToHub::Command(command)).await.is_err() {
+                // Without the hub, a message has nowhere to go.
+                let is_message = matches!(command, Command::Request { .. });
+                if shared.hub.send(ToHub::Command(command)).await.is_err() && is_message {
                     return Ok(());
                 }
             }
-            Step::Received(Ok(Some(Incoming::Pong(_) | Incoming::Ping(_)))) if !closing => {
-                let _ = shared
-                    .hub
-                    .send(ToHub::Command(Command::Activity { conn }))
-                    .await;
-            }
-            Step::Received(Ok(Some(_))) => {}
             Step::Received(Ok(None)) => return Ok(()),
             // The peer did not answer our close in time: it may have stopped
             // reading (a slow consumer), so what is still queued for it
@@ -368,20 +256,7 @@ async fn pump<T: Transport, R: Runtime>(
             Step::Received(Err(WsError::Timeout)) => return Ok(()),
             Step::Received(Err(e)) | Step::WriteFailed(e) => return Err(e),
             Step::Outbox(pending) => {
-                while writer.buffered() < bound || pending.close.is_some() {
-                    let Some(payload) = outbox.pop() else { break };
-                    match bodies.and_then(|b| b.prepare(&payload.body)) {
-                        Some(body) => writer.queue_text_with_body(&payload.head, &body)?,
-                        None => writer.queue_text_bytes(&[payload.head, payload.body])?,
-                    }
-                }
-                if pending.ping && outbox.take_ping() {
-                    writer.try_ping(Bytes::new())?;
-                }
-                if let Some((code, reason)) = pending.close {
-                    writer.begin_close(CloseCode(code), reason)?;
-                    closing = true;
-                }
+                closing |= dispatch::serve_outbox(pending, outbox, writer, bodies, bound)?;
             }
         }
     }

@@ -17,11 +17,10 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ws_hub::{
-    Action, BusMessage, Command, ConnId, Hub, Identity, Metrics, PushOutcome, ResumeRequest,
-};
+use ws_hub::{BusMessage, Command, ConnId, Hub, Identity, Metrics, ResumeRequest};
 
 use super::metrics::thread_cpu_time;
+use super::dispatch::{self, Then};
 use super::outbox::Outbox;
 use crate::bus::BusCommand;
 use ws_async::Runtime;
@@ -164,32 +163,8 @@ impl<R: Runtime> HubTask<R> {
 
     fn apply(&mut self, message: ToHub) {
         let now = self.rt.now();
-        match message {
-            ToHub::Open {
-                conn,
-                outbox,
-                identity,
-                remote_addr,
-                resume,
-            } => {
-                self.conns.insert(conn, outbox);
-                self.hub.handle(
-                    now,
-                    Command::Connected {
-                        conn,
-                        identity,
-                        remote_addr: Some(remote_addr),
-                        resume,
-                    },
-                );
-            }
-            ToHub::Command(command) => {
-                if let Command::Disconnected { conn } = &command {
-                    self.conns.remove(conn);
-                }
-                self.hub.handle(now, command);
-            }
-        }
+        let command = dispatch::open_or_command(message, &mut self.conns);
+        self.hub.handle(now, command);
     }
 
     fn bus_message(&mut self, channel: &str, payload: &[u8]) {
@@ -204,37 +179,13 @@ impl<R: Runtime> HubTask<R> {
 
     fn drain_actions(&mut self) {
         while let Some(action) = self.hub.poll_action() {
-            match action {
-                Action::Deliver { conn, payload } => {
-                    let Some(outbox) = self.conns.get(&conn) else {
-                        continue;
-                    };
-                    if outbox.push(payload) == PushOutcome::Overflow {
-                        let now = self.rt.now();
-                        self.hub.handle(now, Command::Overflowed { conn });
-                    }
+            match dispatch::route_action(action, &mut self.conns) {
+                Then::Done => {}
+                Then::Hub(command) => {
+                    let now = self.rt.now();
+                    self.hub.handle(now, command);
                 }
-                Action::Ping { conn } => {
-                    if let Some(outbox) = self.conns.get(&conn) {
-                        outbox.ping();
-                    }
-                }
-                Action::Close { conn, code, reason } => {
-                    if let Some(outbox) = self.conns.remove(&conn) {
-                        outbox.close(code, reason);
-                    }
-                }
-                Action::PublishBus(message) => self.to_bus(BusCommand::Publish {
-                    channel: message.channel(),
-                    payload: message.to_json().into(),
-                }),
-                Action::SubscribeBus(room) => {
-                    self.to_bus(BusCommand::Subscribe(BusMessage::room_channel(&room)))
-                }
-                Action::UnsubscribeBus(room) => {
-                    self.to_bus(BusCommand::Unsubscribe(BusMessage::room_channel(&room)))
-                }
-                _ => {}
+                Then::Bus(command) => self.to_bus(command),
             }
         }
     }

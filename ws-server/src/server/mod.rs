@@ -15,13 +15,21 @@
 //! room of N members costs the hub N outbox pushes of the same bytes; the
 //! framing and the writes happen on the connections' threads.
 //!
+//! The decisions are plain code with unit tests: admission (plain HTTP
+//! routes, per-IP limit, Origin, token) in `admission`, a pure function of
+//! the request and the time; the mapping from connection events to hub
+//! commands, from hub actions to outboxes and from outbox orders to
+//! writer calls in `dispatch`. The tasks only move values between them.
+//!
 //! Resumable sessions and their replay buffers live only in this process's
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
 mod assets;
 mod bodies;
+mod admission;
 mod conn;
+mod dispatch;
 mod hub_task;
 pub mod metrics;
 mod outbox;
@@ -33,7 +41,9 @@ use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use ws_hub::{AllowAnonymous, Authenticator, Command, HmacTokenAuth, Hub, Metrics};
+use ws_hub::{
+    AllowAll, AllowAnonymous, Authenticator, Authoriser, Command, HmacTokenAuth, Hub, Metrics,
+};
 
 use crate::bus::{BusStats, run_redis_bus};
 use crate::shutdown::Shutdown;
@@ -52,10 +62,78 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) counters: ServerCounters,
     pub(crate) bus_stats: Option<Arc<BusStats>>,
-    pub(crate) ip_limiter: conn::IpLimiter,
+    pub(crate) ip_limiter: admission::IpLimiter,
     pub(crate) next_conn: AtomicU64,
     /// Compress-once for deliveries, when deflate is on.
     pub(crate) bodies: Option<bodies::BodyCache>,
+}
+
+/// The application's hooks into the server: who a connection belongs to
+/// and what its user may do.
+///
+/// ```
+/// use ws_hub::{Authoriser, RoomName, UserId};
+/// use ws_server::server::{Plugins, ServerConfig};
+///
+/// /// Only admins join rooms whose name starts with `admin-`.
+/// struct Admins;
+///
+/// impl Authoriser for Admins {
+///     fn may_join(&self, user: &UserId, room: &RoomName) -> bool {
+///         !room.as_str().starts_with("admin-") || user.as_str() == "root"
+///     }
+/// }
+///
+/// let plugins = Plugins::from_config(&ServerConfig::default()).with_authoriser(Admins);
+/// // Then: ws_server::server::serve_with(rt, listener, config, plugins, shutdown)
+/// # drop(plugins);
+/// ```
+pub struct Plugins {
+    /// Decides who a connection belongs to from its token (`?token=` or
+    /// `Authorization: Bearer`), before the upgrade is accepted; a refusal
+    /// is answered with HTTP 401. A connection with no token over TLS with
+    /// a verified client certificate is the certificate's user instead.
+    pub authenticator: Box<dyn Authenticator>,
+    /// Decides what a user may do; a refusal nacks the request with
+    /// `forbidden` (`docs/PROTOCOL.md`).
+    pub authoriser: Box<dyn Authoriser>,
+}
+
+impl Plugins {
+    /// What [`serve`] uses: HMAC tokens under `config.auth_secret` (with
+    /// anonymous users if `config.allow_anonymous`), or anonymous users
+    /// without a secret; every user may do everything ([`AllowAll`]).
+    pub fn from_config(config: &ServerConfig) -> Self {
+        let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
+            Some(secret) => Box::new(
+                HmacTokenAuth::new(secret.as_bytes().to_vec())
+                    .allow_anonymous(config.allow_anonymous),
+            ),
+            None => Box::new(AllowAnonymous),
+        };
+        Self {
+            authenticator,
+            authoriser: Box::new(AllowAll),
+        }
+    }
+
+    /// These plugins with `authenticator` instead.
+    pub fn with_authenticator(mut self, authenticator: impl Authenticator + 'static) -> Self {
+        self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// These plugins with `authoriser` instead.
+    pub fn with_authoriser(mut self, authoriser: impl Authoriser + 'static) -> Self {
+        self.authoriser = Box::new(authoriser);
+        self
+    }
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugins").finish_non_exhaustive()
+    }
 }
 
 /// How many commands may wait for the hub before connection tasks pause.
@@ -63,11 +141,25 @@ const HUB_INBOX: usize = 65_536;
 
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
-/// for it, and returns within `config.shutdown_grace`.
+/// for it, and returns within `config.shutdown_grace`. Authentication
+/// and authorisation are [`Plugins::from_config`]; [`serve_with`] takes
+/// the application's own.
 pub async fn serve<R: Runtime>(
     rt: R,
     listener: R::Listener,
+    config: ServerConfig,
+    shutdown: Arc<Shutdown>,
+) -> io::Result<()> {
+    let plugins = Plugins::from_config(&config);
+    serve_with(rt, listener, config, plugins, shutdown).await
+}
+
+/// [`serve`] with the application's own [`Plugins`].
+pub async fn serve_with<R: Runtime>(
+    rt: R,
+    listener: R::Listener,
     mut config: ServerConfig,
+    plugins: Plugins,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
     let mut key = [0u8; 32];
@@ -76,13 +168,14 @@ pub async fn serve<R: Runtime>(
         .and_then(|()| getrandom::fill(&mut seed))
         .map_err(|e| io::Error::other(e.to_string()))?;
     config.hub.session_seed = u64::from_le_bytes(seed);
-    let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
-        Some(secret) => Box::new(
-            HmacTokenAuth::new(secret.as_bytes().to_vec()).allow_anonymous(config.allow_anonymous),
-        ),
-        None => Box::new(AllowAnonymous),
-    };
-    let hub = Hub::with_defaults(config.hub.clone(), ws_hub::SessionSecret::new(key))
+    let Plugins {
+        authenticator,
+        authoriser,
+    } = plugins;
+    // Connection tasks authenticate (before the upgrade, in parallel), so
+    // the hub's own authenticator is never asked.
+    let secret = ws_hub::SessionSecret::new(key);
+    let hub = Hub::new(config.hub.clone(), secret, AllowAnonymous, authoriser)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));
@@ -138,7 +231,7 @@ pub async fn serve<R: Runtime>(
         metrics,
         counters,
         bus_stats,
-        ip_limiter: conn::IpLimiter::default(),
+        ip_limiter: admission::IpLimiter::default(),
         next_conn: AtomicU64::new(1),
         bodies,
     });
