@@ -199,7 +199,10 @@ impl Client {
 
     /// Sends `req` and returns the first reply of `ty`, skipping others.
     fn expect(&mut self, ty: &str) -> Value {
+        let start = Instant::now();
         loop {
+            // Server pings keep a read alive; bound the whole wait.
+            assert!(start.elapsed() < WAIT, "no {ty} within {WAIT:?}");
             let v = self
                 .next()
                 .unwrap_or_else(|e| panic!("waiting for {ty}: {e}"));
@@ -227,10 +230,21 @@ fn exchange(addr: SocketAddr, room: &str, n: usize) -> Vec<Duration> {
     for i in 0..n {
         let start = Instant::now();
         publ.send(json!({"type": "publish", "room": room, "id": format!("m{i}"), "data": i}));
+        // The ack (or nack) comes before any delivery.
+        // (Its own copies of earlier messages come in between.)
+        let reply = loop {
+            let v = publ.next().unwrap_or_else(|e| panic!("publisher: {e}"));
+            if v["type"] != "message" {
+                break v;
+            }
+        };
+        assert!(
+            reply["type"] == "ack" && reply["id"] == format!("m{i}"),
+            "{reply}"
+        );
         let m = sub.expect("message");
         latencies.push(start.elapsed());
         assert_eq!(m["data"], i, "in order and complete");
-        assert_eq!(publ.expect("ack")["id"], format!("m{i}"));
     }
     latencies
 }
@@ -275,7 +289,18 @@ fn upgrade(tcp: &mut TcpStream) -> Result<(), String> {
 fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize) {
     let timeout = timeout_ms.to_string();
     // The default per-IP limit (16,384) is above `n`.
-    let server = Server::start(bin, &["--handshake-timeout-ms", &timeout]);
+    // The normal clients publish faster than the default rate limit.
+    let server = Server::start(
+        bin,
+        &[
+            "--handshake-timeout-ms",
+            &timeout,
+            "--rate-per-sec",
+            "10000",
+            "--rate-burst",
+            "10000",
+        ],
+    );
     let addr = server.addr;
     let unloaded = exchange(addr, "calm", messages);
     let rss_before = server.rss_kib().0;
