@@ -832,3 +832,48 @@ fn storm_10000() {
         storm(bin, 10_000, 1000, 1100);
     }
 }
+
+// ---------------------------------------------------------------------
+// Signals when the log reader is gone
+// ---------------------------------------------------------------------
+
+/// A supervisor whose log pipe died must still be able to stop the
+/// server: SIGTERM ends `serve` with status 0 even though every log line
+/// it writes then fails (fuzzing/adversarial finding: the default log
+/// writer reported the failure with `eprintln!`, which panicked the signal
+/// thread, and the server never stopped).
+#[test]
+fn serve_exits_on_sigterm_after_its_log_reader_is_gone() {
+    use std::io::BufRead;
+    for bin in BINARIES {
+        let mut child = Command::new(bin_dir().join(bin))
+            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stderr.take().expect("stderr"))
+            .read_line(&mut line)
+            .expect("first log line");
+        // The reader is dropped here: stderr is now a pipe nobody reads.
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.expect("kill").success());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if start.elapsed() > WAIT {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let status = status.unwrap_or_else(|| panic!("{bin} ignored SIGTERM"));
+        assert!(status.success(), "{bin}: {status}");
+    }
+}
