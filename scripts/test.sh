@@ -49,6 +49,7 @@ cargo bench --workspace --no-run
 
 step "fuzz targets build (type-check)"
 cargo check --quiet --manifest-path ws-proto/fuzz/Cargo.toml
+cargo check --quiet --manifest-path ws-hub/fuzz/Cargo.toml
 
 step "Autobahn|Testsuite"
 scripts/install-autobahn.sh >/dev/null

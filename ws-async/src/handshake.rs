@@ -60,8 +60,15 @@ where
 {
     let conn = Connection::server(config.proto.clone(), rt.now())?;
     let mut inner = Inner::new(conn, io, rt, config);
-    let Event::Request(request) = poll_fn(|cx| inner.poll_handshake(cx)).await? else {
-        return Err(WsError::Closed);
+    let request = match poll_fn(|cx| inner.poll_handshake(cx)).await {
+        Ok(Event::Request(request)) => request,
+        Ok(_) => return Err(WsError::Closed),
+        Err(e) => {
+            // The core queued the HTTP rejection (400, 408, 431, ...):
+            // write it and shut down before reporting the error.
+            let _ = poll_fn(|cx| inner.poll_incoming(cx)).await;
+            return Err(e);
+        }
     };
     let response = match decide(&request) {
         Decision::Accept(options) => match inner.conn.accept(options) {

@@ -229,6 +229,10 @@ pub fn init_tracing(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A failed log write must never panic the thread that logged (the
+        // default reports it with `eprintln!`, which panics when stderr is
+        // gone, e.g. the reader of a log pipe exited).
+        .log_internal_errors(false)
         .try_init();
 }
 

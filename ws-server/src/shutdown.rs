@@ -144,8 +144,10 @@ pub fn on_signals(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(130);
                 }
-                tracing::info!(signal, "shutting down");
+                // Trigger first: logging must not stand between a signal
+                // and the shutdown (a write to a closed stderr can fail).
                 shutdown.trigger();
+                tracing::info!(signal, "shutting down");
             }
         })?;
     Ok(())
