@@ -5,13 +5,22 @@
 # round), starts the server pinned to core 0 (`taskset -c 0`) on a free port,
 # drives it with `wsload` pinned to core 1, kills it, and records the JSON
 # result line. Prints ONE markdown table of medians over the rounds, each
-# figure with its ratio to fastwebsockets.
+# figure with its ratio to fastwebsockets and, with several rounds, the
+# spread of the CPU figures [min-max]; every echo and handshake row also
+# reports how busy the server and the load tool were (1.00 = a saturated
+# core).
+#
+# The depth-1 workloads come first: one small message, then its answer, as
+# chat and hub traffic does. There msgs/s is bounded by the round trip (and
+# often by the load tool's own core), so the figure that ranks servers is
+# the server's CPU time per message, read from /proc/PID/stat.
 #
 # Usage: scripts/compare.sh [--rounds N] [--duration S] [--servers "a b"]
 #                           [--workloads "w1 w2"] [--no-build] [--out FILE]
 #                           [--from-raw reports/compare-*.jsonl]  (re-render a table)
 #   servers:   tcp-echo fastwebsockets tungstenite ws-tokio ws-smol
-#   workloads: echo-small echo-16k echo-1m connect hold
+#   workloads: d1-1x16-text d1-1x16-bin d1-100x16-text d1-100x16-bin
+#              echo-small (depth 8) echo-16k echo-1m connect hold
 # Environment: CARGO_TARGET_DIR (binaries are taken from $CARGO_TARGET_DIR/release,
 #   default ./target/release), SERVER_CPU / LOAD_CPU (cores, default 0 / 1),
 #   SMALL_DEPTH (pipelining depth of echo-small, default 8), HOLD_CONNS (10000),
@@ -27,7 +36,7 @@ DURATION=5
 WARMUP=1
 BUILD=1
 SERVERS="tcp-echo fastwebsockets tungstenite ws-tokio ws-smol"
-WORKLOADS="echo-small echo-16k echo-1m connect hold"
+WORKLOADS="d1-1x16-text d1-1x16-bin d1-100x16-text d1-100x16-bin echo-small echo-16k echo-1m connect hold"
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SMALL_DEPTH=${SMALL_DEPTH:-8}
@@ -187,6 +196,10 @@ workload_args() { # workload server
     local raw=""
     [[ $2 == tcp-echo ]] && raw="--raw-tcp"
     case "$1" in
+        d1-1x16-text) echo "echo --connections 1 --size 16 --depth 1 --duration $DURATION --warmup $WARMUP $raw" ;;
+        d1-1x16-bin) echo "echo --connections 1 --size 16 --depth 1 --duration $DURATION --warmup $WARMUP --binary $raw" ;;
+        d1-100x16-text) echo "echo --connections 100 --size 16 --depth 1 --duration $DURATION --warmup $WARMUP $raw" ;;
+        d1-100x16-bin) echo "echo --connections 100 --size 16 --depth 1 --duration $DURATION --warmup $WARMUP --binary $raw" ;;
         echo-small) echo "echo --connections 100 --size 20 --depth $SMALL_DEPTH --duration $DURATION --warmup $WARMUP $raw" ;;
         echo-16k) echo "echo --connections 500 --size 16384 --depth 1 --duration $DURATION --warmup $WARMUP --binary $raw" ;;
         echo-1m) echo "echo --connections 1 --size 1048576 --depth 1 --duration $DURATION --warmup $WARMUP --binary $raw" ;;
@@ -239,22 +252,32 @@ python3 - "$RAW" "$SMALL_DEPTH" "$HOLD_CONNS" "${ACTIVE[@]}" >"$OUT" <<'PY'
 import json, statistics, sys
 raw, depth, hold, servers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
-def med(server, workload, key):
-    """Median over the quiet runs if there are any, else over all runs;
+def vals_of(server, workload, key):
+    """Values over the quiet runs if there are any, else over all runs;
     the flag says whether only noisy runs were available."""
     sel = [r for r in rows if r["server"] == server and r["workload"] == workload
            and isinstance(r["result"].get(key), (int, float))]
     quiet = [r for r in sel if r.get("quiet") is not False]
     use = quiet or sel
-    vals = [r["result"][key] for r in use]
-    return (statistics.median(vals), bool(sel) and not quiet) if vals else (None, False)
+    return [r["result"][key] for r in use], bool(sel) and not quiet
+def med(server, workload, key):
+    vals, noisy_only = vals_of(server, workload, key)
+    return (statistics.median(vals), noisy_only) if vals else (None, False)
+def spread(server, workload, key):
+    vals, _ = vals_of(server, workload, key)
+    return f" [{fmt(min(vals))}-{fmt(max(vals))}]" if len(vals) > 1 else ""
 def fmt(v):
     if v is None: return "–"
     if abs(v) >= 100000: return f"{v/1000:.0f}k"
     if abs(v) >= 1000: return f"{v:,.0f}"
     if abs(v) >= 10: return f"{v:.1f}"
     return f"{v:.2f}"
+D1 = [("msgs_per_s", "msgs/s"), ("server_cpu_us_per_msg", "server CPU us/msg"), ("p99_us", "p99 latency us")]
 metrics = [
+    ("d1-1x16-text", "depth 1: echo 1 conn x 16 B text", D1),
+    ("d1-1x16-bin", "depth 1: echo 1 conn x 16 B binary", D1),
+    ("d1-100x16-text", "depth 1: echo 100 conns x 16 B text", D1),
+    ("d1-100x16-bin", "depth 1: echo 100 conns x 16 B binary", D1),
     ("echo-small", f"echo 100 conns x 20 B, depth {depth}", [("msgs_per_s", "msgs/s"), ("server_cpu_us_per_msg", "server CPU us/msg"), ("p99_us", "p99 latency us")]),
     ("echo-16k", "echo 500 conns x 16 KiB", [("msgs_per_s", "msgs/s"), ("server_cpu_us_per_msg", "server CPU us/msg"), ("p99_us", "p99 latency us")]),
     ("echo-1m", "echo 1 conn x 1 MiB", [("msgs_per_s", "msgs/s"), ("server_cpu_us_per_msg", "server CPU us/msg"), ("p99_us", "p99 latency us")]),
@@ -263,7 +286,8 @@ metrics = [
 ]
 n_rounds = len({r["round"] for r in rows})
 print(f"Medians of {n_rounds} round(s); ratio = server / fastwebsockets "
-      "(higher is better for msgs/s and handshakes/s, lower for CPU, latency and bytes). "
+      "(higher is better for msgs/s and handshakes/s, lower for CPU, latency and bytes); "
+      "[min-max] = spread of the CPU figures over the rounds. "
       "'busy' = cores used by server / load tool during the window (1.00 = saturated).\n")
 print("| workload | metric | " + " | ".join(servers) + " |")
 print("|---|---|" + "---|" * len(servers))
@@ -277,9 +301,10 @@ for wl, title, ms in metrics:
             if v is None: cells.append("–"); continue
             c = fmt(v) + ("*" if noisy_only else "")
             if base and s != "fastwebsockets": c += f" ({v/base:.2f}x)"
+            if key.startswith("server_cpu"): c += spread(s, wl, key)
             cells.append(c)
         print(f"| {title} | {label} | " + " | ".join(cells) + " |")
-    if wl.startswith("echo") or wl == "connect":
+    if wl.startswith(("echo", "d1-")) or wl == "connect":
         cells = []
         for s in servers:
             a, _ = med(s, wl, "server_cpu_util"); b, _ = med(s, wl, "load_cpu_util")

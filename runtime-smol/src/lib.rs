@@ -80,6 +80,85 @@ impl SmolRuntime {
 #[derive(Debug)]
 pub struct SmolIo<S>(pub S);
 
+/// An async-io TCP stream as the transport [`SmolRuntime`] accepts and
+/// connects: a [`SmolIo`] that, after a read which drained the socket,
+/// waits for readiness before reading again. async-io keeps no readiness
+/// state of its own (a read is always tried first), so without this every
+/// message at depth 1 would cost one more `recvfrom` that fails with
+/// `EAGAIN`. tokio's streams do the same on their own.
+#[derive(Debug)]
+pub struct SmolTcp {
+    io: SmolIo<Async<TcpStream>>,
+    /// The last read returned less than it had room for: the socket was
+    /// empty then, so the next read waits for readiness first.
+    drained: bool,
+}
+
+impl SmolTcp {
+    /// Wraps a connected async-io TCP stream.
+    pub fn new(stream: Async<TcpStream>) -> Self {
+        Self {
+            io: SmolIo(stream),
+            drained: false,
+        }
+    }
+
+    /// Waits for readiness after a draining read.
+    fn poll_wait_drained(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.drained {
+            match self.io.0.poll_readable(cx) {
+                Poll::Ready(Ok(())) => self.drained = false,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Notes whether a read of up to `room` bytes drained the socket.
+    fn note_read(
+        &mut self,
+        polled: Poll<io::Result<usize>>,
+        room: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = polled {
+            self.drained = n > 0 && n < room;
+        }
+        polled
+    }
+}
+
+impl ws_async::Transport for SmolTcp {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_wait_drained(cx))?;
+        let room = read_room(buf);
+        let polled = self.io.poll_read_into(cx, buf);
+        self.note_read(polled, room)
+    }
+
+    fn poll_read_slice(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_wait_drained(cx))?;
+        let room = buf.len();
+        let polled = self.io.poll_read_slice(cx, buf);
+        self.note_read(polled, room)
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io.poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_shutdown(cx)
+    }
+}
+
 /// A WebSocket over a smol stream (an async-io `TcpStream` by default).
 pub type WebSocket<S = Async<TcpStream>> = ws_async::WebSocket<SmolIo<S>, SmolRuntime>;
 /// A WebSocket over TLS over a smol stream, from [`accept_tls`] and
@@ -98,6 +177,11 @@ pub type WriteHalf<S = Async<TcpStream>> = ws_async::WriteHalf<SmolIo<S>, SmolRu
 /// stays unused is pure cost (it made 16 KiB echoes 20% dearer at 256 KiB).
 const MAX_READ: usize = 64 * 1024;
 
+/// How much one read into `buf` may fill.
+fn read_room(buf: &BytesMut) -> usize {
+    (buf.capacity() - buf.len()).clamp(1, MAX_READ)
+}
+
 impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for SmolIo<S> {
     fn poll_read_into(
         &mut self,
@@ -105,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ws_async::Transport for
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         let start = buf.len();
-        let room = (buf.capacity() - start).clamp(1, MAX_READ);
+        let room = read_room(buf);
         buf.resize(start + room, 0);
         let result = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
         let filled = match &result {
@@ -152,7 +236,7 @@ impl Future for Sleep {
 impl ws_async::Runtime for SmolRuntime {
     // async-io's `Async` directly, not `async_net`'s `Arc` around it: one
     // allocation less per connection.
-    type Stream = SmolIo<Async<TcpStream>>;
+    type Stream = SmolTcp;
     type Listener = Async<TcpListener>;
     type Sleep = Sleep;
 
@@ -183,7 +267,7 @@ impl ws_async::Runtime for SmolRuntime {
     async fn accept(listener: &Async<TcpListener>) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
         stream.get_ref().set_nodelay(true)?;
-        Ok((SmolIo(stream), peer))
+        Ok((SmolTcp::new(stream), peer))
     }
 
     async fn connect(&self, authority: &str) -> io::Result<Self::Stream> {
@@ -195,7 +279,7 @@ impl ws_async::Runtime for SmolRuntime {
             match Async::<TcpStream>::connect(addr).await {
                 Ok(stream) => {
                     stream.get_ref().set_nodelay(true)?;
-                    return Ok(SmolIo(stream));
+                    return Ok(SmolTcp::new(stream));
                 }
                 Err(e) => last = e,
             }
@@ -226,9 +310,15 @@ where
     ws_async::accept_with(SmolRuntime::default(), SmolIo(stream), config, decide).await
 }
 
+/// A WebSocket over async-io TCP as [`connect`] opens it.
+pub type TcpWebSocket = ws_async::WebSocket<SmolTcp, SmolRuntime>;
+
 /// Client: connects to a `ws://host:port/path?query` URL over async-io
 /// TCP, spawning on smol's global executor.
-pub async fn connect(url: &str, config: WsConfig) -> Result<(WebSocket, ServerResponse), WsError> {
+pub async fn connect(
+    url: &str,
+    config: WsConfig,
+) -> Result<(TcpWebSocket, ServerResponse), WsError> {
     ws_async::connect(SmolRuntime::default(), url, config).await
 }
 
