@@ -312,6 +312,9 @@ where
 
 /// A WebSocket over async-io TCP as [`connect`] opens it.
 pub type TcpWebSocket = ws_async::WebSocket<SmolTcp, SmolRuntime>;
+/// A WebSocket over TLS over async-io TCP as [`connect_tls`] opens it.
+#[cfg(feature = "tls")]
+pub type TcpTlsWebSocket = ws_async::WebSocket<ws_async::tls::TlsStream<SmolTcp>, SmolRuntime>;
 
 /// Client: connects to a `ws://host:port/path?query` URL over async-io
 /// TCP, spawning on smol's global executor.
@@ -355,7 +358,7 @@ pub async fn connect_tls(
     url: &str,
     tls: Arc<ws_async::tls::rustls::ClientConfig>,
     config: WsConfig,
-) -> Result<(TlsWebSocket, ServerResponse), WsError> {
+) -> Result<(TcpTlsWebSocket, ServerResponse), WsError> {
     ws_async::tls::connect_tls(SmolRuntime::default(), url, tls, config).await
 }
 

@@ -1064,8 +1064,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 let stats = Rc::clone(&stats);
                 let closed = Arc::clone(&closed);
                 running.push(tokio::task::spawn_local(async move {
-                    let (published, lag) =
-                        publish(s, &a, base, pub_start, win.end, closed).await?;
+                    let (published, lag) = publish(s, &a, base, pub_start, win.end, closed).await?;
                     let mut st = stats.borrow_mut();
                     st.published += published;
                     st.expected += published * receivers;

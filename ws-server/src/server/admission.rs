@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
-use ws_hub::{AuthError, AuthRequest, Authenticator, ConnId, Identity, ResumeRequest};
 use super::assets::Asset;
+use ws_hub::{AuthError, AuthRequest, Authenticator, ConnId, Identity, ResumeRequest};
 use ws_proto::{HttpResponse, Request};
 
 /// Counts connections per IP address; a slot is released on drop. The

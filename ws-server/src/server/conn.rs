@@ -15,8 +15,8 @@ use ws_hub::{Command, ConnId};
 use ws_proto::{AcceptOptions, HttpResponse, Request};
 
 use super::Shared;
-use super::bodies::BodyCache;
 use super::admission::{self, Admission, Admitted, IpSlot, Peer, Policy, Refusal, Route};
+use super::bodies::BodyCache;
 use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
@@ -240,7 +240,12 @@ async fn pump<T: Transport, R: Runtime>(
                     let len = message.len() as u64;
                     shared.counters.bytes_in.fetch_add(len, Ordering::Relaxed);
                 }
-                let Some(command) = dispatch::command_for(conn, incoming, closing, shared.config.hub.max_message_size) else {
+                let Some(command) = dispatch::command_for(
+                    conn,
+                    incoming,
+                    closing,
+                    shared.config.hub.max_message_size,
+                ) else {
                     continue;
                 };
                 // Without the hub, a message has nowhere to go.

@@ -365,12 +365,18 @@ mod tests {
         let text = Incoming::Message(Message::text("{}"));
         assert!(matches!(
             command_for(conn, text.clone(), false, 64),
-            Some(Command::Request { conn: ConnId(3), .. })
+            Some(Command::Request {
+                conn: ConnId(3),
+                ..
+            })
         ));
         let binary = Incoming::Message(Message::Binary(Bytes::from_static(b"x")));
         assert!(matches!(
             command_for(conn, binary, false, 64),
-            Some(Command::Request { conn: ConnId(3), .. })
+            Some(Command::Request {
+                conn: ConnId(3),
+                ..
+            })
         ));
         for control in [Incoming::Ping(Bytes::new()), Incoming::Pong(Bytes::new())] {
             assert!(matches!(

@@ -19,8 +19,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use ws_hub::{BusMessage, Command, ConnId, Hub, Identity, Metrics, ResumeRequest};
 
-use super::metrics::thread_cpu_time;
 use super::dispatch::{self, Then};
+use super::metrics::thread_cpu_time;
 use super::outbox::Outbox;
 use crate::bus::BusCommand;
 use ws_async::Runtime;

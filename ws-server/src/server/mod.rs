@@ -25,9 +25,9 @@
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
+mod admission;
 mod assets;
 mod bodies;
-mod admission;
 mod conn;
 mod dispatch;
 mod hub_task;
