@@ -33,7 +33,7 @@ pub struct ServerCounters {
     pub bytes_in: AtomicU64,
     /// CPU time the hub task spent handling inputs and handing out
     /// actions, in nanoseconds: the load on the server's one serial point
-    /// (shared with the hub task; see [`thread_cpu_time`]).
+    /// (shared with the hub task; read from the thread CPU clock).
     pub hub_cpu_ns: Arc<AtomicU64>,
 }
 
