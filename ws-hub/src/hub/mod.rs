@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ServerMessage};
 use crate::ratelimit::{TokenBucket, ViolationWindow};
 use crate::room::Rooms;
-use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret};
+use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret, SessionSet};
 use crate::timers::TimerSet;
 
 use self::timeouts::Timer;
@@ -121,9 +121,11 @@ pub struct Hub {
     authenticator: Box<dyn Authenticator>,
     authoriser: Box<dyn Authoriser>,
     minter: SessionMinter,
-    conns: BTreeMap<ConnId, Conn>,
-    sessions: BTreeMap<SessionKey, Session>,
-    users: HashMap<UserId, BTreeSet<SessionKey>>,
+    // Boxed: a B-tree filled in key order leaves its nodes about half
+    // full, so large values inline would waste half their size per entry.
+    conns: BTreeMap<ConnId, Box<Conn>>,
+    sessions: BTreeMap<SessionKey, Box<Session>>,
+    users: HashMap<UserId, SessionSet>,
     rooms: Rooms,
     dedup: Dedup,
     timers: TimerSet<Timer>,
