@@ -374,7 +374,7 @@ async fn pump<T: Transport, R: Runtime>(
 /// that needs none).
 fn ready_outbox<T: Transport, R: Runtime>(
     outbox: &Outbox,
-    writer: &crate::WriteHalf<T, R>,
+    writer: &ws_async::WriteHalf<T, R>,
     bound: usize,
     cx: &Context<'_>,
 ) -> Poll<Pending> {
