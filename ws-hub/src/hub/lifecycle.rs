@@ -85,16 +85,15 @@ impl Hub {
                 remote_addr,
                 last_activity: now,
                 last_message: now,
+                next_ping: after(now, config.ping_interval),
                 bucket: TokenBucket::new(config.rate_burst, now),
                 violations: ViolationWindow::default(),
                 done: false,
             }),
         );
         self.out.metrics.connections_total += 1;
-        self.timers
-            .set(Timer::Ping(conn), after(now, config.ping_interval));
-        self.timers
-            .set(Timer::Liveness(conn), after(now, config.heartbeat_timeout));
+        let first = after(now, config.ping_interval).min(after(now, config.heartbeat_timeout));
+        self.timers.set(Timer::Heartbeat(conn), first);
         if let Some(idle) = config.idle_timeout {
             self.timers.set(Timer::Idle(conn), after(now, idle));
         }

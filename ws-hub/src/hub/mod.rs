@@ -65,6 +65,8 @@ struct Conn {
     last_activity: Instant,
     /// Last message (idle eviction).
     last_message: Instant,
+    /// When the next heartbeat ping is due if the connection stays quiet.
+    next_ping: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
     /// The client closed cleanly and is done: discard its session on
