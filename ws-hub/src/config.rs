@@ -128,6 +128,14 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// The bounds of each session's replay buffer.
+    pub(crate) fn replay_limits(&self) -> crate::session::ReplayLimits {
+        crate::session::ReplayLimits {
+            max_messages: self.replay_max_messages,
+            max_bytes: self.replay_max_bytes,
+        }
+    }
+
     /// What adapters pass as [`AuthRequest::namespace`](crate::AuthRequest::namespace):
     /// `<node_id>-<8 hex digits of session_seed>`, unique to this run of
     /// this node (node ids are unique in a cluster, the seed is random per

@@ -9,6 +9,10 @@
 //! ([`SlowConsumerPolicy::DropOldest`]) and, before the next message it
 //! hands out, injects a `{"type":"dropped","count":N}` notice so the client
 //! knows. Essential payloads (acks, errors, notices) are never dropped.
+//!
+//! An empty queue holds no storage: its buffer is allocated by the first
+//! push and freed again when the last message is taken, so the many idle
+//! connections of a hub cost nothing here.
 
 use std::collections::VecDeque;
 
@@ -159,6 +163,10 @@ impl OutboundQueue {
         }
         let p = self.items.pop_front()?;
         self.bytes -= p.len();
+        if self.items.is_empty() {
+            // Drained: give the buffer back (an idle connection keeps none).
+            self.items = VecDeque::new();
+        }
         Some(p)
     }
 
@@ -175,6 +183,11 @@ impl OutboundQueue {
     /// Queued bytes.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of buffer storage the queue holds (0 when empty).
+    pub fn storage_bytes(&self) -> usize {
+        self.items.capacity() * size_of::<Payload>()
     }
 
     /// Messages dropped over the queue's lifetime.
@@ -224,6 +237,20 @@ mod tests {
         assert_eq!(q.push(msg(81)), PushOutcome::Overflow);
         assert_eq!(q.push(msg(80)), PushOutcome::Queued);
         assert_eq!(q.bytes(), 100);
+    }
+
+    #[test]
+    fn storage_is_held_only_while_messages_wait() {
+        let mut q = OutboundQueue::new(cfg(SlowConsumerPolicy::Disconnect));
+        assert_eq!(q.storage_bytes(), 0);
+        assert_eq!(q.push(msg(10)), PushOutcome::Queued);
+        assert_eq!(q.push(msg(10)), PushOutcome::Queued);
+        assert!(q.storage_bytes() > 0);
+        assert_eq!(q.pop(), Some(msg(10)));
+        assert!(q.storage_bytes() > 0, "one message still waits");
+        assert_eq!(q.pop(), Some(msg(10)));
+        assert_eq!(q.storage_bytes(), 0, "drained: nothing held");
+        assert_eq!(q.pop(), None);
     }
 
     #[test]

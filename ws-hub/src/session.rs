@@ -161,31 +161,28 @@ impl SessionMinter {
 
 /// Ring of the most recent messages of a session, bounded by count and
 /// bytes (a message's full length counts, although bodies are shared).
-#[derive(Debug)]
+/// The bounds are the hub's, passed to [`push`](Self::push); a session that
+/// has been sent nothing holds no storage.
+#[derive(Debug, Default)]
 pub(crate) struct ReplayBuffer {
     items: VecDeque<(u64, Payload)>,
     bytes: usize,
-    max_messages: usize,
-    max_bytes: usize,
     /// Highest sequence number evicted (0: none yet).
     lost_upto: u64,
 }
 
-impl ReplayBuffer {
-    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
-        Self {
-            items: VecDeque::new(),
-            bytes: 0,
-            max_messages,
-            max_bytes,
-            lost_upto: 0,
-        }
-    }
+/// The bounds of every session's [`ReplayBuffer`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplayLimits {
+    pub(crate) max_messages: usize,
+    pub(crate) max_bytes: usize,
+}
 
-    pub(crate) fn push(&mut self, seq: u64, payload: Payload) {
+impl ReplayBuffer {
+    pub(crate) fn push(&mut self, seq: u64, payload: Payload, limits: ReplayLimits) {
         self.bytes += payload.len();
         self.items.push_back((seq, payload));
-        while self.items.len() > self.max_messages || self.bytes > self.max_bytes {
+        while self.items.len() > limits.max_messages || self.bytes > limits.max_bytes {
             let Some((s, p)) = self.items.pop_front() else {
                 break;
             };
@@ -214,6 +211,71 @@ impl ReplayBuffer {
 
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+/// The sessions of one user: almost always exactly one, held inline so
+/// that the user index costs no allocation per connection.
+#[derive(Debug)]
+pub(crate) enum SessionSet {
+    /// A single session.
+    One(SessionKey),
+    /// Several sessions (or none, transiently, before the entry goes).
+    Many(BTreeSet<SessionKey>),
+}
+
+impl SessionSet {
+    /// Adds `key`.
+    pub(crate) fn insert(&mut self, key: SessionKey) {
+        match self {
+            Self::One(k) if *k == key => {}
+            Self::One(k) => *self = Self::Many(BTreeSet::from([*k, key])),
+            Self::Many(set) => {
+                set.insert(key);
+            }
+        }
+    }
+
+    /// Removes `key`; `true` if the set is now empty.
+    pub(crate) fn remove(&mut self, key: SessionKey) -> bool {
+        match self {
+            Self::One(k) => *k == key,
+            Self::Many(set) => {
+                set.remove(&key);
+                if set.len() == 1
+                    && let Some(&last) = set.first()
+                {
+                    *self = Self::One(last);
+                    return false;
+                }
+                set.is_empty()
+            }
+        }
+    }
+
+    /// Whether `key` is in the set.
+    pub(crate) fn contains(&self, key: &SessionKey) -> bool {
+        match self {
+            Self::One(k) => k == key,
+            Self::Many(set) => set.contains(key),
+        }
+    }
+
+    /// The sessions, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SessionKey> {
+        let (one, many) = match self {
+            Self::One(k) => (Some(k), None),
+            Self::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Number of sessions.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(set) => set.len(),
+        }
     }
 }
 
@@ -279,7 +341,7 @@ impl Session {
 
     /// Numbers a message for this session and buffers it for replay;
     /// returns the per-receiver payload (its body shares `body`).
-    pub(crate) fn stamp(&mut self, body: &Bytes) -> (u64, Payload) {
+    pub(crate) fn stamp(&mut self, body: &Bytes, limits: ReplayLimits) -> (u64, Payload) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let payload = Payload {
@@ -287,7 +349,7 @@ impl Session {
             body: body.clone(),
             essential: false,
         };
-        self.replay.push(seq, payload.clone());
+        self.replay.push(seq, payload.clone(), limits);
         (seq, payload)
     }
 }
@@ -315,24 +377,32 @@ mod tests {
 
     #[test]
     fn replay_ring_bounds_and_gaps() {
-        let mut r = ReplayBuffer::new(3, 1000);
+        let mut r = ReplayBuffer::default();
+        let limits = ReplayLimits {
+            max_messages: 3,
+            max_bytes: 1000,
+        };
         let p = |n: usize| Payload {
             head: Bytes::new(),
             body: Bytes::from(vec![0; n]),
             essential: false,
         };
         for s in 1..=5 {
-            r.push(s, p(10));
+            r.push(s, p(10), limits);
         }
         assert_eq!(r.len(), 3);
         assert_eq!(r.after(2).map(Iterator::count), Some(3));
         assert_eq!(r.after(4).map(Iterator::count), Some(1));
         assert_eq!(r.after(5).map(Iterator::count), Some(0));
         assert!(r.after(1).is_none());
-        let mut r = ReplayBuffer::new(100, 25);
-        r.push(1, p(10));
-        r.push(2, p(10));
-        r.push(3, p(10));
+        let mut r = ReplayBuffer::default();
+        let limits = ReplayLimits {
+            max_messages: 100,
+            max_bytes: 25,
+        };
+        r.push(1, p(10), limits);
+        r.push(2, p(10), limits);
+        r.push(3, p(10), limits);
         assert_eq!(r.bytes(), 20);
         assert!(r.after(0).is_none());
         assert_eq!(r.after(1).map(Iterator::count), Some(2));

@@ -14,7 +14,7 @@ use crate::bus::{BusMessage, BusTarget};
 use crate::config::HubConfig;
 use crate::dedup::Seen;
 use crate::protocol::{NackReason, Op, ServerMessage, message_body};
-use crate::session::{Session, SessionKey};
+use crate::session::{Session, SessionKey, SessionSet};
 use crate::timers::TimerSet;
 
 /// The parts of the hub a numbered delivery touches besides the session,
@@ -138,9 +138,10 @@ impl Hub {
             config,
             now,
         };
+        let limits = config.replay_limits();
         let mut slow = Vec::new();
         let mut one = |s: &mut Session| {
-            let (seq, payload) = s.stamp(body);
+            let (seq, payload) = s.stamp(body, limits);
             if let Some(conn) = s.conn
                 && !courier.deliver(s, conn, seq, payload)
             {
@@ -156,13 +157,13 @@ impl Hub {
                 }
             }
             BusTarget::User(user) => {
-                for key in users.get(user).into_iter().flatten() {
+                for key in users.get(user).into_iter().flat_map(SessionSet::iter) {
                     if let Some(s) = sessions.get_mut(key) {
                         one(s);
                     }
                 }
             }
-            BusTarget::Broadcast => sessions.values_mut().for_each(one),
+            BusTarget::Broadcast => sessions.values_mut().for_each(|s| one(s)),
         }
         for conn in slow {
             self.slow_consumer(now, conn);

@@ -1,10 +1,9 @@
 //! The hub's invariants: internal consistency and configured bounds,
 //! checked by the tests and the model test after every step.
 
-use std::collections::BTreeSet;
-
 use super::Hub;
 use super::timeouts::Timer;
+use crate::session::SessionSet;
 
 impl Hub {
     /// Checks internal consistency and configured bounds. For tests and
@@ -74,7 +73,7 @@ impl Hub {
                 }
             }
         }
-        let user_sessions: usize = self.users.values().map(BTreeSet::len).sum();
+        let user_sessions: usize = self.users.values().map(SessionSet::len).sum();
         if user_sessions != self.sessions.len() {
             return Err("user index out of sync".to_owned());
         }

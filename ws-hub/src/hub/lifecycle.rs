@@ -14,7 +14,7 @@ use crate::command::ResumeRequest;
 use crate::id::{ConnId, Identity};
 use crate::protocol::{ResumeFailure, ServerMessage};
 use crate::ratelimit::{TokenBucket, ViolationWindow};
-use crate::session::{ParsedSession, ReplayBuffer, Session, SessionKey};
+use crate::session::{ParsedSession, ReplayBuffer, Session, SessionKey, SessionSet};
 
 /// What became of a resume request.
 enum Resume {
@@ -80,21 +80,20 @@ impl Hub {
         let config = &self.config;
         self.conns.insert(
             conn,
-            Conn {
+            Box::new(Conn {
                 session: key,
                 remote_addr,
                 last_activity: now,
                 last_message: now,
-                bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
-                violations: ViolationWindow::new(config.max_violations, config.violation_window),
+                next_ping: after(now, config.ping_interval),
+                bucket: TokenBucket::new(config.rate_burst, now),
+                violations: ViolationWindow::default(),
                 done: false,
-            },
+            }),
         );
         self.out.metrics.connections_total += 1;
-        self.timers
-            .set(Timer::Ping(conn), after(now, config.ping_interval));
-        self.timers
-            .set(Timer::Liveness(conn), after(now, config.heartbeat_timeout));
+        let first = after(now, config.ping_interval).min(after(now, config.heartbeat_timeout));
+        self.timers.set(Timer::Heartbeat(conn), first);
         if let Some(idle) = config.idle_timeout {
             self.timers.set(Timer::Idle(conn), after(now, idle));
         }
@@ -184,16 +183,13 @@ impl Hub {
             self.minter.mint(key),
             identity.user.clone(),
             identity.anonymous,
-            ReplayBuffer::new(
-                self.config.replay_max_messages,
-                self.config.replay_max_bytes,
-            ),
+            ReplayBuffer::default(),
         );
         self.users
             .entry(identity.user.clone())
-            .or_default()
-            .insert(key);
-        self.sessions.insert(key, session);
+            .and_modify(|set| set.insert(key))
+            .or_insert(SessionSet::One(key));
+        self.sessions.insert(key, Box::new(session));
         key
     }
 
@@ -311,11 +307,10 @@ impl Hub {
                     .push_back(Action::UnsubscribeBus(room.clone()));
             }
         }
-        if let Some(set) = self.users.get_mut(&s.user) {
-            set.remove(&key);
-            if set.is_empty() {
-                self.users.remove(&s.user);
-            }
+        if let Some(set) = self.users.get_mut(&s.user)
+            && set.remove(key)
+        {
+            self.users.remove(&s.user);
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::protocol::{ErrorCode, ServerMessage};
 use crate::ratelimit::{TokenBucket, ViolationWindow};
 use crate::request::Request;
 use crate::room::Rooms;
-use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret};
+use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret, SessionSet};
 use crate::timers::TimerSet;
 
 use self::timeouts::Timer;
@@ -67,6 +67,8 @@ struct Conn {
     last_activity: Instant,
     /// Last message (idle eviction).
     last_message: Instant,
+    /// When the next heartbeat ping is due if the connection stays quiet.
+    next_ping: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
     /// The client closed cleanly and is done: discard its session on
@@ -123,9 +125,11 @@ pub struct Hub {
     authenticator: Box<dyn Authenticator>,
     authoriser: Box<dyn Authoriser>,
     minter: SessionMinter,
-    conns: BTreeMap<ConnId, Conn>,
-    sessions: BTreeMap<SessionKey, Session>,
-    users: HashMap<UserId, BTreeSet<SessionKey>>,
+    // Boxed: a B-tree filled in key order leaves its nodes about half
+    // full, so large values inline would waste half their size per entry.
+    conns: BTreeMap<ConnId, Box<Conn>>,
+    sessions: BTreeMap<SessionKey, Box<Session>>,
+    users: HashMap<UserId, SessionSet>,
     rooms: Rooms,
     dedup: Dedup,
     timers: TimerSet<Timer>,

@@ -78,10 +78,11 @@ impl Hub {
         if matches!(msg, ClientMessage::Ack { .. }) {
             return false;
         }
+        let (rate, burst) = (self.config.rate_per_sec, self.config.rate_burst);
         let allowed = self
             .conns
             .get_mut(&conn)
-            .is_some_and(|c| c.bucket.try_take(now));
+            .is_some_and(|c| c.bucket.try_take(now, rate, burst));
         if allowed {
             return false;
         }
@@ -267,7 +268,7 @@ impl Hub {
 
     fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
         let key = self.conns.get(&conn)?.session;
-        self.sessions.get_mut(&key)
+        self.sessions.get_mut(&key).map(|s| &mut **s)
     }
 
     fn valid_name(&self, s: &str) -> bool {
@@ -303,10 +304,11 @@ impl Hub {
     /// too many recently. The session is not kept: an abusive client does
     /// not get to resume.
     fn violation(&mut self, now: Instant, conn: ConnId) {
+        let (max, window) = (self.config.max_violations, self.config.violation_window);
         let exceeded = self
             .conns
             .get_mut(&conn)
-            .is_some_and(|c| c.violations.record(now));
+            .is_some_and(|c| c.violations.record(now, max, window));
         if exceeded {
             self.out.metrics.abuse_closes += 1;
             self.close(

@@ -16,26 +16,25 @@ use crate::session::SessionKey;
 /// What a timer is for: the key of the hub's [`TimerSet`](crate::timers::TimerSet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Timer {
-    /// Close the connection if it has been silent past the deadline.
-    /// (Ordered first: a connection due both a ping and a close at the same
-    /// instant is closed without a pointless last ping.)
-    Liveness(ConnId),
+    /// Heartbeat: close the connection if it has been silent past the
+    /// deadline, else send a ping if it has been quiet for an interval.
+    /// One timer per connection serves both (each timer entry costs an
+    /// idle connection about 100 bytes); the liveness check comes first, so
+    /// a connection due both is closed without a pointless last ping.
+    Heartbeat(ConnId),
     /// Close the connection if it has sent no message for the idle timeout.
     Idle(ConnId),
     /// Retransmit unacknowledged messages.
     Retransmit(ConnId),
-    /// Send a ping if the connection has been quiet for an interval.
-    Ping(ConnId),
     /// Drop a detached session whose retention time is over.
     SessionExpiry(SessionKey),
 }
 
 impl Timer {
     /// Every timer a connection may have armed.
-    pub(super) fn of_conn(conn: ConnId) -> [Self; 4] {
+    pub(super) fn of_conn(conn: ConnId) -> [Self; 3] {
         [
-            Self::Ping(conn),
-            Self::Liveness(conn),
+            Self::Heartbeat(conn),
             Self::Idle(conn),
             Self::Retransmit(conn),
         ]
@@ -54,8 +53,7 @@ impl Hub {
         }
         for t in due {
             match t {
-                Timer::Ping(c) => self.on_ping_timer(now, c),
-                Timer::Liveness(c) => self.on_liveness_timer(now, c),
+                Timer::Heartbeat(c) => self.on_heartbeat_timer(now, c),
                 Timer::Idle(c) => self.on_idle_timer(now, c),
                 Timer::Retransmit(c) => self.on_retransmit_timer(now, c),
                 Timer::SessionExpiry(k) => self.on_session_expiry(k),
@@ -63,29 +61,32 @@ impl Hub {
         }
     }
 
-    fn on_ping_timer(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+    /// Liveness first (the deadline is checked lazily: traffic since the
+    /// timer was armed moves it), then the ping: sent when the connection
+    /// has been quiet for an interval, and again every interval while it
+    /// stays quiet. Re-arms for whichever of the two comes next.
+    fn on_heartbeat_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let due = after(c.last_activity, self.config.ping_interval);
-        if due <= now {
-            self.out.actions.push_back(crate::Action::Ping { conn });
-            self.timers
-                .set(Timer::Ping(conn), after(now, self.config.ping_interval));
-        } else {
-            self.timers.set(Timer::Ping(conn), due);
-        }
-    }
-
-    fn on_liveness_timer(&mut self, now: Instant, conn: ConnId) {
-        let Some(last) = self.conns.get(&conn).map(|c| c.last_activity) else {
-            return;
-        };
-        let limit = self.config.heartbeat_timeout;
-        let timer = Timer::Liveness(conn);
-        if self.close_if_silent(now, conn, timer, last, limit, "heartbeat timeout") {
+        let config = &self.config;
+        let dead_at = after(c.last_activity, config.heartbeat_timeout);
+        if dead_at <= now {
             self.out.metrics.heartbeat_timeouts += 1;
+            self.close(now, conn, CLOSE_GOING_AWAY, "heartbeat timeout", true);
+            return;
         }
+        if c.next_ping <= now {
+            let due = after(c.last_activity, config.ping_interval);
+            if due <= now {
+                self.out.actions.push_back(crate::Action::Ping { conn });
+                c.next_ping = after(now, config.ping_interval);
+            } else {
+                c.next_ping = due;
+            }
+        }
+        let next = c.next_ping.min(dead_at);
+        self.timers.set(Timer::Heartbeat(conn), next);
     }
 
     fn on_idle_timer(&mut self, now: Instant, conn: ConnId) {
