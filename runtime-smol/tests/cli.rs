@@ -9,3 +9,8 @@ fn echo_and_client_subcommands() {
 fn tls_command_line_forms() {
     ws_tests::cli::check_tls_cli(env!("CARGO_BIN_EXE_ws-smol"));
 }
+
+#[test]
+fn token_subcommand() {
+    ws_tests::cli::check_token_cli(env!("CARGO_BIN_EXE_ws-smol"));
+}

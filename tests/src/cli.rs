@@ -278,3 +278,87 @@ pub fn check_tls_cli(bin: &str) {
     });
     assert_eq!(peer_leaf(addr, client), second, "the old certificate stays");
 }
+
+/// Runs `bin token ...`; returns its output.
+fn mint(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .arg("token")
+        .args(args)
+        .env_remove("WS_AUTH_SECRET")
+        .output()
+        .expect("run token")
+}
+
+/// Opens a hub connection to `addr` with `token`; returns the `welcome`
+/// text, or the connection error.
+fn welcome_with(addr: &str, token: &str) -> Result<String, ws_async::WsError> {
+    let url = format!("ws://{addr}/ws?token={token}");
+    let rt = runtime_smol::SmolRuntime::default();
+    smol::block_on(async {
+        let (mut ws, _) = ws_async::tls::connect_url(rt, &url, None, WsConfig::default()).await?;
+        match ws.recv().await? {
+            Some(Message::Text(t)) => Ok(t.as_str().to_owned()),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    })
+}
+
+/// `token --secret S --user U --ttl SECS` prints a token that `serve
+/// --auth-secret S` accepts for user U; a token minted with another
+/// secret is refused; bad arguments fail with a message.
+pub fn check_token_cli(bin: &str) {
+    let out = mint(
+        bin,
+        &["--secret", "s3cret", "--user", "alice", "--ttl", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        stdout.ends_with('\n') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+    let token = stdout.trim_end().to_owned();
+    let other = mint(
+        bin,
+        &["--secret", "other", "--user", "alice", "--ttl", "60"],
+    );
+    assert!(other.status.success());
+    let other = String::from_utf8(other.stdout)
+        .expect("utf-8")
+        .trim_end()
+        .to_owned();
+
+    let (_serve, addr, _) = start_listening(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth-secret",
+            "s3cret",
+        ],
+    );
+    let welcome = welcome_with(&addr, &token).expect("the minted token is accepted");
+    assert!(
+        welcome.contains(r#""type":"welcome""#) && welcome.contains(r#""user":"alice""#),
+        "{welcome}"
+    );
+    let refused = welcome_with(&addr, &other);
+    assert!(refused.is_err(), "a token of another secret: {refused:?}");
+
+    for bad in [
+        &["--secret", "", "--user", "alice"][..],
+        &["--secret", "s", "--user", ""][..],
+        &["--secret", "s", "--user", "alice", "--ttl", "0"][..],
+        &["--user", "alice"][..],
+    ] {
+        let out = mint(bin, bad);
+        assert!(!out.status.success(), "{bad:?} must fail");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}");
+    }
+}

@@ -187,6 +187,13 @@ pub trait Authoriser: Send + Sync {
         true
     }
 
+    /// May `user` see who is in `room` (`presence`, `presence_stats`)?
+    /// Defaults to [`may_join`](Self::may_join): whoever may enter a room
+    /// may see who is there.
+    fn may_presence(&self, user: &UserId, room: &RoomName) -> bool {
+        self.may_join(user, room)
+    }
+
     /// May `user` broadcast to every connection?
     fn may_broadcast(&self, user: &UserId) -> bool {
         let _ = user;

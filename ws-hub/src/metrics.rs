@@ -71,6 +71,9 @@ pub struct Metrics {
     pub detached_sessions: u64,
     /// Gauge: rooms with at least one member.
     pub rooms: u64,
+    /// Gauge: users with at least one session, attached or detached
+    /// (online users, in the sense of presence).
+    pub users: u64,
     /// Gauge: entries in the de-duplication window.
     pub dedup_entries: u64,
     /// Connections accepted.

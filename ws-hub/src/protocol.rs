@@ -114,6 +114,8 @@ pub(crate) enum Op {
     Publish,
     Send,
     Broadcast,
+    Presence,
+    PresenceStats,
 }
 
 /// A parsed client message, borrowing from the received bytes.
@@ -150,6 +152,14 @@ pub(crate) enum ClientMessage<'a> {
     Ping {
         id: Option<Cow<'a, str>>,
     },
+    Presence {
+        room: Cow<'a, str>,
+        id: Option<Cow<'a, str>>,
+    },
+    PresenceStats {
+        room: Cow<'a, str>,
+        id: Option<Cow<'a, str>>,
+    },
 }
 
 impl ClientMessage<'_> {
@@ -161,6 +171,8 @@ impl ClientMessage<'_> {
             Self::Publish { .. } => Some(Op::Publish),
             Self::Send { .. } => Some(Op::Send),
             Self::Broadcast { .. } => Some(Op::Broadcast),
+            Self::Presence { .. } => Some(Op::Presence),
+            Self::PresenceStats { .. } => Some(Op::PresenceStats),
             Self::Ack { .. } | Self::Configure { .. } | Self::Ping { .. } => None,
         }
     }
@@ -168,7 +180,10 @@ impl ClientMessage<'_> {
     /// The room a join or leave names (echoed in its ack or nack).
     pub(crate) fn room(&self) -> Option<&str> {
         match self {
-            Self::Join { room, .. } | Self::Leave { room, .. } => Some(room),
+            Self::Join { room, .. }
+            | Self::Leave { room, .. }
+            | Self::Presence { room, .. }
+            | Self::PresenceStats { room, .. } => Some(room),
             _ => None,
         }
     }
@@ -179,7 +194,11 @@ impl ClientMessage<'_> {
             Self::Publish { id, .. } | Self::Send { id, .. } | Self::Broadcast { id, .. } => {
                 Some(id)
             }
-            Self::Join { id, .. } | Self::Leave { id, .. } | Self::Ping { id } => id.as_deref(),
+            Self::Join { id, .. }
+            | Self::Leave { id, .. }
+            | Self::Presence { id, .. }
+            | Self::PresenceStats { id, .. }
+            | Self::Ping { id } => id.as_deref(),
             Self::Ack { .. } | Self::Configure { .. } => None,
         }
     }
@@ -232,6 +251,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         "publish" => Some(Op::Publish),
         "send" => Some(Op::Send),
         "broadcast" => Some(Op::Broadcast),
+        "presence" => Some(Op::Presence),
+        "presence_stats" => Some(Op::PresenceStats),
         _ => None,
     };
     let RawMessage {
@@ -284,6 +305,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
                 .ok_or_else(|| missing(op, "missing field `delivery_acks`", None))?,
         },
         "ping" => ClientMessage::Ping { id },
+        "presence" => ClientMessage::Presence {
+            room: room.ok_or_else(|| missing(op, "missing field `room`", id.clone()))?,
+            id,
+        },
+        "presence_stats" => ClientMessage::PresenceStats {
+            room: room.ok_or_else(|| missing(op, "missing field `room`", id.clone()))?,
+            id,
+        },
         _ => {
             return Err(BadMessage {
                 op: None,
@@ -349,6 +378,42 @@ pub(crate) enum ServerMessage<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+    Presence {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        user_count: u64,
+        connection_count: u64,
+        /// `None` when the room has more than `presence_max_users` users.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<PresenceEntry<'a>>>,
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    PresenceStats {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        user_count: u64,
+        connection_count: u64,
+    },
+    /// A user's first session entered a room (presence events).
+    Join {
+        room: &'a str,
+        user: &'a str,
+    },
+    /// A user's last session left a room (presence events).
+    Leave {
+        room: &'a str,
+        user: &'a str,
+    },
+}
+
+/// One user in a `presence` answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct PresenceEntry<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) connections: u64,
 }
 
 impl ServerMessage<'_> {

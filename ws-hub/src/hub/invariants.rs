@@ -64,7 +64,8 @@ impl Hub {
         if detached != self.detached || detached > cfg.max_detached_sessions {
             return Err(format!("detached count {detached} vs {}", self.detached));
         }
-        for (room, members) in self.rooms.iter() {
+        for (room, r) in self.rooms.iter() {
+            let members = r.members();
             if members.is_empty() {
                 return Err(format!("empty room {room} not freed"));
             }
@@ -72,6 +73,15 @@ impl Hub {
                 if !self.sessions.get(m).is_some_and(|s| s.rooms.contains(room)) {
                     return Err(format!("room {room}: stale member {m:?}"));
                 }
+            }
+            let mut counts = std::collections::BTreeMap::new();
+            for m in members {
+                if let Some(s) = self.sessions.get(m) {
+                    *counts.entry(s.user.clone()).or_insert(0u64) += 1;
+                }
+            }
+            if &counts != r.users() {
+                return Err(format!("room {room}: presence counts out of sync"));
             }
         }
         let user_sessions: usize = self.users.values().map(BTreeSet::len).sum();

@@ -305,11 +305,13 @@ impl Hub {
             return;
         };
         for room in &s.rooms {
-            if self.rooms.leave(room, key) && self.config.cluster {
+            let change = self.rooms.leave(room, key, &s.user);
+            if change.room && self.config.cluster {
                 self.out
                     .actions
                     .push_back(Action::UnsubscribeBus(room.clone()));
             }
+            self.presence_event(room, &s.user, change, false, None);
         }
         if let Some(set) = self.users.get_mut(&s.user) {
             set.remove(&key);

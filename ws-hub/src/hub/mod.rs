@@ -9,12 +9,14 @@
 //! - [`delivery`]: publishing, fan-out to sessions, bus messages, and the
 //!   one helper that sends a numbered message (tracked when the session
 //!   wants delivery acks);
+//! - [`presence`]: who is in a room, and the `join` / `leave` events;
 //! - [`timeouts`]: what each timer does when it fires;
 //! - [`invariants`]: the consistency check used by tests and fuzzing.
 
 mod delivery;
 mod invariants;
 mod lifecycle;
+mod presence;
 mod request;
 mod timeouts;
 
@@ -36,6 +38,7 @@ use crate::room::Rooms;
 use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret};
 use crate::timers::TimerSet;
 
+pub use self::presence::PresenceSnapshot;
 use self::timeouts::Timer;
 
 /// Close code 1000: normal closure.
@@ -199,6 +202,7 @@ impl Hub {
         m.sessions = self.sessions.len() as u64;
         m.detached_sessions = self.detached as u64;
         m.rooms = self.rooms.len() as u64;
+        m.users = self.users.len() as u64;
         m.dedup_entries = self.dedup.len() as u64;
         m
     }

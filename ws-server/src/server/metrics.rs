@@ -79,6 +79,13 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
     );
     line(
         out,
+        "users",
+        "gauge",
+        "Online users: users with at least one session, connected or resumable.",
+        hub.users,
+    );
+    line(
+        out,
         "dedup_entries",
         "gauge",
         "Message ids in de-duplication windows.",

@@ -200,6 +200,10 @@ settings! {
     socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
     /// Upper bound on a graceful shutdown, milliseconds.
     shutdown_grace_ms: u64 = millis(crate::shutdown::DEFAULT_GRACE), "WS_SHUTDOWN_GRACE_MS";
+    /// Send `join` / `leave` presence events to room members.
+    presence_events: bool = hub().presence_events, "WS_PRESENCE_EVENTS";
+    /// A `presence` answer lists users only up to this many per room; above, counts only.
+    presence_max_users: usize = hub().presence_max_users, "WS_PRESENCE_MAX_USERS";
     /// Certificate chain (PEM) to serve TLS (wss://, and /healthz, /metrics over https) on the port; empty: plain TCP. Reloaded on SIGHUP.
     tls_cert: String = "", "WS_TLS_CERT";
     /// Private key (PEM) of tls_cert. Reloaded on SIGHUP.
@@ -306,6 +310,8 @@ impl ServerConfig {
             ack_max_retries: s.ack_max_retries,
             ack_max_backoff: ms(s.ack_max_backoff_ms),
             max_unacked: s.max_unacked,
+            presence_events: s.presence_events,
+            presence_max_users: s.presence_max_users,
             max_name_len: s.max_name_len,
             max_violations: s.max_violations,
             violation_window: ms(s.violation_window_ms),
