@@ -100,6 +100,10 @@ pub struct HubConfig {
     /// when a user's first session enters it or its last one leaves it.
     /// Default `false`.
     pub presence_events: bool,
+    /// How long before its token expires a connection is sent
+    /// `token_expiring` (when the adapter reported an expiry with
+    /// [`Command::TokenExpiry`](crate::Command::TokenExpiry)). Default 60 s.
+    pub token_expiring_before: Duration,
 }
 
 impl Default for HubConfig {
@@ -133,6 +137,7 @@ impl Default for HubConfig {
             outbound: OutboundConfig::default(),
             presence_max_users: 1000,
             presence_events: false,
+            token_expiring_before: Duration::from_secs(60),
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum NackReason {
     /// The de-dup table is full (`dedup_max_entries` ids inside their
     /// window); the message was not delivered. Retry later.
     Busy,
+    /// A `refresh` token that is malformed, badly signed or expired.
+    InvalidToken,
 }
 
 impl NackReason {
@@ -55,6 +57,7 @@ impl NackReason {
             Self::BadRequest => "bad_request",
             Self::TooManyRooms => "too_many_rooms",
             Self::Busy => "busy",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }
@@ -116,6 +119,7 @@ pub(crate) enum Op {
     Broadcast,
     Presence,
     PresenceStats,
+    Refresh,
 }
 
 /// A parsed client message, borrowing from the received bytes.
@@ -160,6 +164,10 @@ pub(crate) enum ClientMessage<'a> {
         room: Cow<'a, str>,
         id: Option<Cow<'a, str>>,
     },
+    Refresh {
+        token: Cow<'a, str>,
+        id: Option<Cow<'a, str>>,
+    },
 }
 
 impl ClientMessage<'_> {
@@ -173,6 +181,7 @@ impl ClientMessage<'_> {
             Self::Broadcast { .. } => Some(Op::Broadcast),
             Self::Presence { .. } => Some(Op::Presence),
             Self::PresenceStats { .. } => Some(Op::PresenceStats),
+            Self::Refresh { .. } => Some(Op::Refresh),
             Self::Ack { .. } | Self::Configure { .. } | Self::Ping { .. } => None,
         }
     }
@@ -198,6 +207,7 @@ impl ClientMessage<'_> {
             | Self::Leave { id, .. }
             | Self::Presence { id, .. }
             | Self::PresenceStats { id, .. }
+            | Self::Refresh { id, .. }
             | Self::Ping { id } => id.as_deref(),
             Self::Ack { .. } | Self::Configure { .. } => None,
         }
@@ -230,6 +240,8 @@ struct RawMessage<'a> {
     seq: Option<u64>,
     #[serde(default)]
     delivery_acks: Option<bool>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// `data: null` is valid data, not an absent field.
@@ -253,6 +265,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         "broadcast" => Some(Op::Broadcast),
         "presence" => Some(Op::Presence),
         "presence_stats" => Some(Op::PresenceStats),
+        "refresh" => Some(Op::Refresh),
         _ => None,
     };
     let RawMessage {
@@ -263,6 +276,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         data,
         seq,
         delivery_acks,
+        token,
     } = raw;
     fn missing<'a>(
         op: Option<Op>,
@@ -307,6 +321,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         "ping" => ClientMessage::Ping { id },
         "presence" => ClientMessage::Presence {
             room: room.ok_or_else(|| missing(op, "missing field `room`", id.clone()))?,
+            id,
+        },
+        "refresh" => ClientMessage::Refresh {
+            token: token.ok_or_else(|| missing(op, "missing field `token`", id.clone()))?,
             id,
         },
         "presence_stats" => ClientMessage::PresenceStats {
@@ -396,6 +414,10 @@ pub(crate) enum ServerMessage<'a> {
         id: Option<&'a str>,
         user_count: u64,
         connection_count: u64,
+    },
+    /// The connection's token expires in `expires_in_ms`: send `refresh`.
+    TokenExpiring {
+        expires_in_ms: u64,
     },
     /// A user's first session entered a room (presence events).
     Join {

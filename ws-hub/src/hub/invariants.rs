@@ -93,7 +93,7 @@ impl Hub {
         {
             return Err("dedup window over bounds".to_owned());
         }
-        if self.timers.len() > 4 * self.conns.len() + self.sessions.len() {
+        if self.timers.len() > 6 * self.conns.len() + self.sessions.len() {
             return Err("timer leak".to_owned());
         }
         if self.conns.len() > cfg.max_connections {

@@ -87,6 +87,7 @@ impl Hub {
                 last_message: now,
                 bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
                 violations: ViolationWindow::new(config.max_violations, config.violation_window),
+                token: None,
                 done: false,
             },
         );

@@ -10,6 +10,7 @@
 //!   one helper that sends a numbered message (tracked when the session
 //!   wants delivery acks);
 //! - [`presence`]: who is in a room, and the `join` / `leave` events;
+//! - [`renewal`]: token expiry during the connection and `refresh`;
 //! - [`timeouts`]: what each timer does when it fires;
 //! - [`invariants`]: the consistency check used by tests and fuzzing.
 
@@ -17,6 +18,7 @@ mod delivery;
 mod invariants;
 mod lifecycle;
 mod presence;
+mod renewal;
 mod request;
 mod timeouts;
 
@@ -51,6 +53,9 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// Close code 1013: try again later (server full, slow consumer).
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code 4001: the connection's token expired without a `refresh`
+/// (the session is kept for resume with a fresh token).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code 1005: the peer's close frame carried no code.
 const CLOSE_NO_STATUS: u16 = 1005;
 
@@ -70,6 +75,8 @@ struct Conn {
     last_message: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
+    /// When its token expires, if the adapter said.
+    token: Option<renewal::TokenClock>,
     /// The client closed cleanly and is done: discard its session on
     /// `Disconnected` instead of keeping it for resume.
     done: bool,
@@ -249,6 +256,13 @@ impl Hub {
         self.authenticator.authenticate(req)
     }
 
+    /// When an accepted `token` expires (Unix seconds), per the configured
+    /// [`Authenticator`]; adapters pass it on with
+    /// [`Command::TokenExpiry`].
+    pub fn token_expiry(&self, token: &str) -> Option<u64> {
+        self.authenticator.token_expiry(token)
+    }
+
     // ----- output -----
 
     /// The next action for the adapter. Call after every `handle*` call
@@ -294,6 +308,11 @@ impl Hub {
                     self.slow_consumer(now, conn);
                 }
             }
+            Command::TokenExpiry {
+                conn,
+                now_unix_secs,
+                expires_unix_secs,
+            } => self.on_token_expiry(now, conn, now_unix_secs, expires_unix_secs),
             Command::Bus(msg) => self.on_bus(now, msg),
             Command::Shutdown => self.shut_down(now),
         }

@@ -129,6 +129,9 @@ impl Hub {
             ClientMessage::PresenceStats { room, id } => {
                 self.on_presence(now, conn, Op::PresenceStats, &room, id.as_deref());
             }
+            ClientMessage::Refresh { token, id } => {
+                self.on_refresh(now, conn, &token, id.as_deref());
+            }
             ClientMessage::Ping { id } => {
                 self.out
                     .send(conn, &ServerMessage::Pong { id: id.as_deref() });

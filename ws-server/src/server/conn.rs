@@ -68,6 +68,8 @@ enum Admission {
     Upgrade {
         identity: Identity,
         resume: Option<ResumeRequest>,
+        /// (now, token expiry) in Unix seconds, when the token expires.
+        token_expiry: Option<(u64, u64)>,
     },
     Answered,
 }
@@ -144,7 +146,12 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
             return;
         }
     };
-    let Admission::Upgrade { identity, resume } = admission else {
+    let Admission::Upgrade {
+        identity,
+        resume,
+        token_expiry,
+    } = admission
+    else {
         return;
     };
     ServerCounters::bump(&shared.counters.handshakes);
@@ -158,6 +165,14 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     };
     if shared.hub.send(open).await.is_err() {
         return;
+    }
+    if let Some((now_unix_secs, expires_unix_secs)) = token_expiry {
+        let expiry = Command::TokenExpiry {
+            conn,
+            now_unix_secs,
+            expires_unix_secs,
+        };
+        let _ = shared.hub.send(ToHub::Command(expiry)).await;
     }
     let (mut reader, mut writer) = ws.split();
     if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {
@@ -243,6 +258,7 @@ fn decide(
             Admission::Upgrade {
                 identity: Identity::user(user),
                 resume: resume(),
+                token_expiry: None,
             },
         );
     }
@@ -263,6 +279,9 @@ fn decide(
         Ok(identity) => (
             Decision::Accept(AcceptOptions::default()),
             Admission::Upgrade {
+                token_expiry: token
+                    .and_then(|t| shared.authenticator.token_expiry(t))
+                    .map(|expires| (now_unix_secs, expires)),
                 identity,
                 resume: resume(),
             },

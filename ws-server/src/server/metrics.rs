@@ -79,6 +79,13 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
     );
     line(
         out,
+        "token_expiry_closes_total",
+        "counter",
+        "Connections closed with 4001 because their token expired.",
+        hub.token_expiry_closes,
+    );
+    line(
+        out,
         "users",
         "gauge",
         "Online users: users with at least one session, connected or resumable.",

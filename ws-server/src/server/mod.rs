@@ -55,6 +55,16 @@ pub(crate) struct Shared {
 /// How many commands may wait for the hub before connection tasks pause.
 const HUB_INBOX: usize = 65_536;
 
+/// The token scheme `config` asks for.
+fn authenticator(config: &ServerConfig) -> Box<dyn Authenticator> {
+    match &config.auth_secret {
+        Some(secret) => Box::new(
+            HmacTokenAuth::new(secret.as_bytes().to_vec()).allow_anonymous(config.allow_anonymous),
+        ),
+        None => Box::new(AllowAnonymous),
+    }
+}
+
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
 /// for it, and returns within `config.shutdown_grace`.
@@ -70,14 +80,15 @@ pub async fn serve<R: Runtime>(
         .and_then(|()| getrandom::fill(&mut seed))
         .map_err(|e| io::Error::other(e.to_string()))?;
     config.hub.session_seed = u64::from_le_bytes(seed);
-    let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
-        Some(secret) => Box::new(
-            HmacTokenAuth::new(secret.as_bytes().to_vec()).allow_anonymous(config.allow_anonymous),
-        ),
-        None => Box::new(AllowAnonymous),
-    };
-    let hub = Hub::with_defaults(config.hub.clone(), ws_hub::SessionSecret::new(key))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let authenticator = authenticator(&config);
+    // The hub checks `refresh` tokens with the same scheme.
+    let hub = Hub::new(
+        config.hub.clone(),
+        ws_hub::SessionSecret::new(key),
+        self::authenticator(&config),
+        ws_hub::AllowAll,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));
 

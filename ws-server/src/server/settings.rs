@@ -204,6 +204,8 @@ settings! {
     presence_events: bool = hub().presence_events, "WS_PRESENCE_EVENTS";
     /// A `presence` answer lists users only up to this many per room; above, counts only.
     presence_max_users: usize = hub().presence_max_users, "WS_PRESENCE_MAX_USERS";
+    /// Send `token_expiring` this long before a connection's token expires, milliseconds.
+    token_expiring_before_ms: u64 = millis(hub().token_expiring_before), "WS_TOKEN_EXPIRING_BEFORE_MS";
     /// Certificate chain (PEM) to serve TLS (wss://, and /healthz, /metrics over https) on the port; empty: plain TCP. Reloaded on SIGHUP.
     tls_cert: String = "", "WS_TLS_CERT";
     /// Private key (PEM) of tls_cert. Reloaded on SIGHUP.
@@ -312,6 +314,7 @@ impl ServerConfig {
             max_unacked: s.max_unacked,
             presence_events: s.presence_events,
             presence_max_users: s.presence_max_users,
+            token_expiring_before: ms(s.token_expiring_before_ms),
             max_name_len: s.max_name_len,
             max_violations: s.max_violations,
             violation_window: ms(s.violation_window_ms),
