@@ -31,6 +31,14 @@ fn pongs(hub: &mut Hub, t: std::time::Instant, conn: ConnId) {
     hub.handle(t, Command::Activity { conn });
 }
 
+/// Advances `n` seconds answering pings; returns the log without pings.
+fn advance(s: &mut Sim, n: u64) -> Vec<String> {
+    s.advance_with(secs(n), pongs)
+        .into_iter()
+        .filter(|l| !l.contains(" ping "))
+        .collect()
+}
+
 fn refresh(token: &str) -> String {
     format!(r#"{{"type":"refresh","token":"{token}","id":"r1"}}"#)
 }
@@ -45,13 +53,8 @@ fn token_expiring_then_close_4001_keeping_the_session() {
         Some(T0 + 100)
     );
     assert_eq!(expiry(&mut s, 1, T0 + 100), Vec::<String>::new());
-    let log: Vec<String> = s
-        .advance_with(secs(200), pongs)
-        .into_iter()
-        .filter(|l| !l.contains(" ping "))
-        .collect();
     assert_eq!(
-        log,
+        advance(&mut s, 200),
         [
             r#"@70 1 <- {"type":"token_expiring","expires_in_ms":30000}"#,
             "@100 close 1 4001 token expired",
@@ -94,13 +97,8 @@ fn refresh_with_a_new_token_of_the_same_user_moves_the_expiry() {
         s.send(1, &refresh(&auth.issue("alice", T0 + 300))),
         [ack(1, "refresh", "r1")]
     );
-    let log: Vec<String> = s
-        .advance_with(secs(300), pongs)
-        .into_iter()
-        .filter(|l| !l.contains(" ping "))
-        .collect();
     assert_eq!(
-        log,
+        advance(&mut s, 300),
         [
             r#"@270 1 <- {"type":"token_expiring","expires_in_ms":30000}"#,
             "@300 close 1 4001 token expired",
