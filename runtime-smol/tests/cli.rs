@@ -14,3 +14,8 @@ fn tls_command_line_forms() {
 fn token_subcommand() {
     ws_tests::cli::check_token_cli(env!("CARGO_BIN_EXE_ws-smol"));
 }
+
+#[test]
+fn api_key_flag() {
+    ws_tests::cli::check_api_key_cli(env!("CARGO_BIN_EXE_ws-smol"));
+}

@@ -33,22 +33,37 @@ fn start_echo(bin: &str) -> (Reaped, String) {
 /// Starts `bin args...` (a server subcommand listening on port 0); returns
 /// the process, its address and its later log lines.
 fn start_listening(bin: &str, args: &[&str]) -> (Reaped, String, mpsc::Receiver<String>) {
+    start_listening_with_log(bin, args, "info")
+}
+
+/// [`start_listening`] at log level `level`.
+fn start_listening_with_log(
+    bin: &str,
+    args: &[&str],
+    level: &str,
+) -> (Reaped, String, mpsc::Receiver<String>) {
     let mut child = Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start server");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    // Every line goes to the receiver, the start-up ones included.
+    let (tx, rx) = mpsc::channel();
     let addr = loop {
         let line = lines.next().expect("server exited early").expect("read");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().expect("address").to_owned());
+        let _ = tx.send(line);
+        if let Some(addr) = addr {
+            break addr;
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             let _ = tx.send(line);
@@ -361,4 +376,41 @@ pub fn check_token_cli(bin: &str) {
         assert!(out.stdout.is_empty(), "{bad:?}");
         assert!(!out.stderr.is_empty(), "{bad:?}");
     }
+}
+
+/// `serve --api-key K` (repeatable) turns the server API on for those
+/// keys; without a key the API answers 401; the keys never appear in the
+/// server's log, even at the most verbose level.
+pub fn check_api_key_cli(bin: &str) {
+    let (serve, addr, logs) = start_listening_with_log(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "cli-key-one",
+            "--api-key",
+            "cli-key-two",
+        ],
+        "trace",
+    );
+    let addr: SocketAddr = addr.parse().expect("address");
+    let get = |key: &str| {
+        crate::hub_client::http(
+            addr,
+            &format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"),
+        )
+        .status
+    };
+    assert_eq!(get("cli-key-one"), 200);
+    assert_eq!(get("cli-key-two"), 200);
+    assert_eq!(get("cli-key-three"), 401);
+    drop(serve);
+    let logged: Vec<String> = logs.try_iter().collect();
+    assert!(!logged.is_empty());
+    assert!(
+        logged.iter().all(|l| !l.contains("cli-key")),
+        "a key was logged: {logged:?}"
+    );
 }

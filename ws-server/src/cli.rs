@@ -51,6 +51,12 @@ pub enum Command {
         /// Every setting (boxed: it is much larger than the other variants).
         #[command(flatten)]
         settings: Box<crate::server::Settings>,
+        /// A key of the server API for backends (docs/API.md), sent as
+        /// `Authorization: Bearer <key>`; may be given several times.
+        /// Without one the API is off. Flag or environment only (not in
+        /// the TOML file).
+        #[arg(long = "api-key", env = "WS_API_KEY", hide_env_values = true)]
+        api_keys: Vec<String>,
     },
     /// Echo every text and binary message back (the Autobahn server).
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
@@ -214,7 +220,11 @@ pub fn init_tracing(default_filter: &str) {
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
 pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
+        Command::Serve {
+            config,
+            settings,
+            api_keys,
+        } => serve(rt, config.as_deref(), *settings, api_keys).await,
         Command::Echo {
             listen,
             limits,
@@ -341,6 +351,7 @@ async fn serve<R: Runtime>(
     rt: R,
     file: Option<&Path>,
     flags: crate::server::Settings,
+    api_keys: Vec<String>,
 ) -> Result<i32, CliError> {
     let settings = match file {
         Some(path) => match crate::server::Settings::from_file(path) {
@@ -349,7 +360,8 @@ async fn serve<R: Runtime>(
         },
         None => flags,
     };
-    let config = crate::server::ServerConfig::from_settings(&settings)?;
+    let mut config = crate::server::ServerConfig::from_settings(&settings)?;
+    config.api_keys = crate::server::api::ApiKeys::new(api_keys);
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;

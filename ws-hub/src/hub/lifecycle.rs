@@ -301,6 +301,15 @@ impl Hub {
         }
     }
 
+    /// Drops a detached session now instead of at the end of its
+    /// retention time.
+    pub(super) fn discard_detached(&mut self, key: SessionKey) {
+        if self.timers.get(Timer::SessionExpiry(key)).is_some() {
+            self.timers.cancel(Timer::SessionExpiry(key));
+            self.on_session_expiry(key);
+        }
+    }
+
     fn destroy_session(&mut self, key: SessionKey) {
         let Some(s) = self.sessions.remove(&key) else {
             return;

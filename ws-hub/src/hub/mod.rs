@@ -3,6 +3,7 @@
 //! - this module: the [`Hub`] itself, its getters, its input entry point
 //!   ([`Hub::handle`]) and its output ([`Hub::poll_action`],
 //!   [`Hub::poll_timeout`]);
+//! - [`api`]: requests of a server API for backends;
 //! - [`lifecycle`]: connections opening and closing, sessions attaching,
 //!   detaching and resuming;
 //! - [`request`]: client messages, from bytes to a checked request;
@@ -14,6 +15,7 @@
 //! - [`timeouts`]: what each timer does when it fires;
 //! - [`invariants`]: the consistency check used by tests and fuzzing.
 
+mod api;
 mod delivery;
 mod invariants;
 mod lifecycle;
@@ -40,6 +42,7 @@ use crate::room::Rooms;
 use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret};
 use crate::timers::TimerSet;
 
+pub use self::api::{API_PUBLISHER, ApiPublished};
 pub use self::presence::PresenceSnapshot;
 use self::timeouts::Timer;
 
@@ -139,6 +142,7 @@ pub struct Hub {
     timers: TimerSet<Timer>,
     out: Outbox,
     next_session: u64,
+    next_api_id: u64,
     detached: usize,
     shutting_down: bool,
 }
@@ -184,6 +188,7 @@ impl Hub {
             timers: TimerSet::default(),
             out: Outbox::default(),
             next_session: 0,
+            next_api_id: 0,
             detached: 0,
             shutting_down: false,
         })

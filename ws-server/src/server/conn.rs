@@ -120,6 +120,10 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     config: ws_async::WsConfig,
     cert_user: Option<String>,
 ) {
+    // Server-API requests (docs/API.md) are answered here.
+    let Some(io) = super::api::intercept(&rt, io, shared).await else {
+        return;
+    };
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let mut admission = Admission::Answered;
     // Boxed so that the handshake's state is freed once the connection is

@@ -41,6 +41,11 @@ pub(crate) enum ToHub {
     },
     /// Anything else.
     Command(Command),
+    /// A server-API request and where to send its answer.
+    Api(
+        super::api::ApiCall,
+        async_channel::Sender<super::api::ApiAnswer>,
+    ),
 }
 
 /// The hub task's links to the cluster bus.
@@ -175,6 +180,9 @@ impl<R: Runtime> HubTask<R> {
                     self.conns.remove(conn);
                 }
                 self.hub.handle(now, command);
+            }
+            ToHub::Api(call, reply) => {
+                let _ = reply.try_send(call.apply(&mut self.hub, now));
             }
         }
     }

@@ -18,6 +18,7 @@
 //! memory, under a session key drawn at start: a restart loses them
 //! (clients are told `unknown` and resync).
 
+pub mod api;
 mod conn;
 mod hub_task;
 pub mod metrics;

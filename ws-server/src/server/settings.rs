@@ -244,6 +244,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Per-IP connection limit (0: none).
     pub max_connections_per_ip: usize,
+    /// Keys of the server API (`--api-key`); empty: the API is off.
+    pub api_keys: super::api::ApiKeys,
     /// HMAC token secret, if tokens are checked.
     pub auth_secret: Option<String>,
     /// Accept connections without a token when a secret is set.
@@ -354,6 +356,7 @@ impl ServerConfig {
             hub,
             allowed_origins,
             max_connections_per_ip: s.max_connections_per_ip,
+            api_keys: super::api::ApiKeys::default(),
             auth_secret: (!s.auth_secret.is_empty()).then(|| s.auth_secret.clone()),
             allow_anonymous: s.allow_anonymous || s.auth_secret.is_empty(),
             redis: (!s.redis.is_empty()).then(|| s.redis.clone()),
