@@ -95,6 +95,17 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Presence of every room with members on this node, by room name.
+    pub fn presence_by_room(&self) -> Vec<(RoomName, PresenceSnapshot)> {
+        let mut all: Vec<(RoomName, PresenceSnapshot)> = self
+            .rooms
+            .iter()
+            .map(|(name, _)| (name.clone(), self.presence(name.as_str())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Number of users with at least one session (attached or detached).
     pub fn online_users(&self) -> usize {
         self.users.len()

@@ -74,9 +74,10 @@ pub(crate) enum ApiCall {
         id: Option<String>,
         data: Box<RawValue>,
     },
-    Presence {
-        room: String,
-    },
+    /// The local users of `room`: `{"user": sessions, ...}`.
+    PresenceMap { room: String },
+    /// Every local room: `{"room": {"user": sessions, ...}, ...}`.
+    PresenceTable,
     Disconnect {
         user: UserId,
         code: u16,
@@ -100,23 +101,14 @@ impl ApiCall {
                     Err(reason) => nack_answer(reason),
                 }
             }
-            Self::Presence { room } => {
-                let p = hub.presence(&room);
-                let mut body = json!({
-                    "room": room,
-                    "user_count": p.users.len(),
-                    "connection_count": p.connections,
-                });
-                if p.users.len() > hub.config().presence_max_users {
-                    body["truncated"] = json!(true);
-                } else {
-                    body["users"] = p
-                        .users
-                        .iter()
-                        .map(|(u, n)| json!({"user": u.as_str(), "connections": n}))
-                        .collect();
-                }
-                (200, body)
+            Self::PresenceMap { room } => (200, users_json(&hub.presence(&room))),
+            Self::PresenceTable => {
+                let table: serde_json::Map<String, Value> = hub
+                    .presence_by_room()
+                    .iter()
+                    .map(|(room, p)| (room.as_str().to_owned(), users_json(p)))
+                    .collect();
+                (200, Value::Object(table))
             }
             Self::Disconnect {
                 user,
@@ -128,6 +120,61 @@ impl ApiCall {
             }
         }
     }
+}
+
+fn users_json(p: &ws_hub::PresenceSnapshot) -> Value {
+    p.users
+        .iter()
+        .map(|(u, n)| (u.as_str().to_owned(), json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The answer of `GET /api/presence`: the local users of `room`, plus
+/// those of the other nodes in a cluster.
+async fn presence<R: Runtime>(rt: &R, room: String, shared: &Shared) -> ApiAnswer {
+    let (status, local) = ask(ApiCall::PresenceMap { room: room.clone() }, shared).await;
+    if status != 200 {
+        return (status, local);
+    }
+    let mut users: super::presence_table::Users = serde_json::from_value(local).unwrap_or_default();
+    if let Some(url) = &shared.config.redis {
+        let Ok(url) = crate::bus::url::RedisUrl::parse(url) else {
+            return error(503, "unavailable", "bad Redis URL");
+        };
+        let node = &shared.config.hub.node_id;
+        let added =
+            super::presence_table::add_other_nodes(rt.clone(), &url, node, &room, &mut users);
+        if added.await.is_err() {
+            return error(503, "unavailable", "Redis is unreachable");
+        }
+    }
+    let mut body = json!({
+        "room": room,
+        "user_count": users.len(),
+        "connection_count": users.values().sum::<u64>(),
+    });
+    if users.len() > shared.config.hub.presence_max_users {
+        body["truncated"] = json!(true);
+    } else {
+        body["users"] = users
+            .iter()
+            .map(|(u, n)| json!({"user": u, "connections": n}))
+            .collect();
+    }
+    (200, body)
+}
+
+/// Runs `call` in the hub task.
+async fn ask(call: ApiCall, shared: &Shared) -> ApiAnswer {
+    let (reply, answer) = async_channel::bounded(1);
+    if shared.hub.send(ToHub::Api(call, reply)).await.is_err() {
+        return error(503, "unavailable", "server shutting down");
+    }
+    answer
+        .recv()
+        .await
+        .unwrap_or_else(|_| error(503, "unavailable", "server shutting down"))
 }
 
 fn nack_answer(reason: NackReason) -> ApiAnswer {
@@ -226,7 +273,7 @@ pub(crate) async fn intercept<T: Transport, R: Runtime>(
     if !is_api(&replay.prefix[..head_end]) {
         return Some(replay);
     }
-    let answer = match within(rt, deadline, serve(&mut replay, head_end, keys, shared)).await {
+    let answer = match within(rt, deadline, serve(rt, &mut replay, head_end, keys, shared)).await {
         Some(answer) => answer,
         None => error(408, "timeout", "request not received in time"),
     };
@@ -282,7 +329,8 @@ async fn read_more<T: Transport>(io: &mut Replayed<T>) -> io::Result<bool> {
 }
 
 /// Checks the key, reads the body and runs the request.
-async fn serve<T: Transport>(
+async fn serve<T: Transport, R: Runtime>(
+    rt: &R,
     io: &mut Replayed<T>,
     head_end: usize,
     keys: &ApiKeys,
@@ -342,7 +390,7 @@ async fn serve<T: Transport>(
     }
     let body = io.prefix[head_end..head_end + length].to_vec();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    route(&method, path, query, &body, shared).await
+    route(rt, &method, path, query, &body, shared).await
 }
 
 #[derive(Deserialize)]
@@ -368,7 +416,14 @@ fn parse<'a, B: Deserialize<'a>>(body: &'a [u8]) -> Result<B, ApiAnswer> {
     serde_json::from_slice(body).map_err(|e| error(400, "bad_request", &e.to_string()))
 }
 
-async fn route(method: &str, path: &str, query: &str, body: &[u8], shared: &Shared) -> ApiAnswer {
+async fn route<R: Runtime>(
+    rt: &R,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    shared: &Shared,
+) -> ApiAnswer {
     let call = match (method, path) {
         ("POST", "/api/publish" | "/api/send" | "/api/broadcast") => {
             let b: PublishBody<'_> = match parse(body) {
@@ -409,9 +464,7 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], shared: &Shar
             }
         }
         ("GET", "/api/presence") => match ws_hub::query_param(query, "room") {
-            Some(room) if !room.is_empty() => ApiCall::Presence {
-                room: room.to_owned(),
-            },
+            Some(room) if !room.is_empty() => return presence(rt, room.to_owned(), shared).await,
             _ => return error(400, "bad_request", "missing `room` query parameter"),
         },
         ("GET", "/api/stats") => {
@@ -429,14 +482,7 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], shared: &Shar
         ) => return error(405, "method_not_allowed", "wrong method for this endpoint"),
         _ => return error(404, "not_found", "no such endpoint"),
     };
-    let (reply, answer) = async_channel::bounded(1);
-    if shared.hub.send(ToHub::Api(call, reply)).await.is_err() {
-        return error(503, "unavailable", "server shutting down");
-    }
-    answer
-        .recv()
-        .await
-        .unwrap_or_else(|_| error(503, "unavailable", "server shutting down"))
+    ask(call, shared).await
 }
 
 /// Writes the answer and closes the write side.

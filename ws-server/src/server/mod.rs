@@ -23,6 +23,7 @@ mod conn;
 mod hub_task;
 pub mod metrics;
 mod outbox;
+mod presence_table;
 pub mod settings;
 pub mod tls;
 
@@ -127,6 +128,20 @@ pub async fn serve<R: Runtime>(
         drop(hub_guard);
     });
 
+    if let Some(url) = config
+        .redis
+        .as_deref()
+        .and_then(|u| crate::bus::url::RedisUrl::parse(u).ok())
+    {
+        rt.spawn(presence_table::keep(
+            rt.clone(),
+            url,
+            config.hub.node_id.clone(),
+            config.presence_ttl,
+            to_hub.clone(),
+            shutdown.clone(),
+        ));
+    }
     let grace = config.shutdown_grace;
     let shared = Arc::new(Shared {
         config,

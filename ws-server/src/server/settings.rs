@@ -206,6 +206,8 @@ settings! {
     presence_max_users: usize = hub().presence_max_users, "WS_PRESENCE_MAX_USERS";
     /// Send `token_expiring` this long before a connection's token expires, milliseconds.
     token_expiring_before_ms: u64 = millis(hub().token_expiring_before), "WS_TOKEN_EXPIRING_BEFORE_MS";
+    /// With Redis: TTL of this node's part of the presence table, milliseconds (refreshed every third of it).
+    presence_ttl_ms: u64 = 15_000, "WS_PRESENCE_TTL_MS";
     /// Certificate chain (PEM) to serve TLS (wss://, and /healthz, /metrics over https) on the port; empty: plain TCP. Reloaded on SIGHUP.
     tls_cert: String = "", "WS_TLS_CERT";
     /// Private key (PEM) of tls_cert. Reloaded on SIGHUP.
@@ -244,6 +246,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Per-IP connection limit (0: none).
     pub max_connections_per_ip: usize,
+    /// With Redis: TTL of this node's part of the presence table.
+    pub presence_ttl: Duration,
     /// Keys of the server API (`--api-key`); empty: the API is off.
     pub api_keys: super::api::ApiKeys,
     /// HMAC token secret, if tokens are checked.
@@ -346,6 +350,11 @@ impl ServerConfig {
             .filter(|o| !o.is_empty())
             .map(str::to_owned)
             .collect();
+        if s.presence_ttl_ms < 300 {
+            return Err(SettingsError::Invalid(
+                "presence_ttl_ms must be at least 300".to_owned(),
+            ));
+        }
         let tls = tls_settings(&s)?.map(|t| ServerTls::load(&t)).transpose()?;
         let listen = s.listen.parse().map_err(|_| {
             SettingsError::Invalid(format!("listen must be IP:PORT, not {:?}", s.listen))
@@ -357,6 +366,7 @@ impl ServerConfig {
             allowed_origins,
             max_connections_per_ip: s.max_connections_per_ip,
             api_keys: super::api::ApiKeys::default(),
+            presence_ttl: ms(s.presence_ttl_ms),
             auth_secret: (!s.auth_secret.is_empty()).then(|| s.auth_secret.clone()),
             allow_anonymous: s.allow_anonymous || s.auth_secret.is_empty(),
             redis: (!s.redis.is_empty()).then(|| s.redis.clone()),
