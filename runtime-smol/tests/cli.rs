@@ -19,3 +19,8 @@ fn token_subcommand() {
 fn api_key_flag() {
     ws_tests::cli::check_api_key_cli(env!("CARGO_BIN_EXE_ws-smol"));
 }
+
+#[test]
+fn a_killed_node_leaves_presence() {
+    ws_tests::cli::check_killed_node_presence_expires(env!("CARGO_BIN_EXE_ws-smol"));
+}

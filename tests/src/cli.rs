@@ -414,3 +414,77 @@ pub fn check_api_key_cli(bin: &str) {
         "a key was logged: {logged:?}"
     );
 }
+
+/// A node started from `bin` with Redis and a short presence TTL is
+/// killed with SIGKILL: its users, listed by the other (in-process) node's
+/// `GET /api/presence` while it lived, disappear once its part of the
+/// presence table expires in Redis.
+pub fn check_killed_node_presence_expires(bin: &str) {
+    const SECRET: &str = "killed-node-secret";
+    const KEY: &str = "killed-node-key";
+    let redis = crate::redis::RedisServer::start();
+    let settings = ws_server::server::Settings {
+        redis: Some(redis.url()),
+        node_id: Some("survivor".into()),
+        auth_secret: Some(SECRET.into()),
+        presence_ttl_ms: Some(1000),
+        ..Default::default()
+    };
+    let mut config = ws_server::server::ServerConfig::from_settings(&settings).expect("settings");
+    config.api_keys = ws_server::server::api::ApiKeys::new([KEY.to_owned()]);
+    let survivor = crate::start_hub(crate::Rt::Tokio, config);
+    let url = redis.url();
+    let (mut doomed, addr, _) = start_listening(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+            "--node-id",
+            "doomed",
+            "--auth-secret",
+            SECRET,
+            "--presence-ttl-ms",
+            "1000",
+        ],
+    );
+    let presence = || {
+        let reply = crate::hub_client::http(
+            survivor.addr,
+            &format!(
+                "GET /api/presence?room=lobby HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+            ),
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
+        serde_json::from_str::<serde_json::Value>(&reply.body).expect("JSON")
+    };
+    let addr: SocketAddr = addr.parse().expect("address");
+    let rt = runtime_smol::SmolRuntime::default();
+    let target = format!("/ws?token={}", crate::hub_client::token(SECRET, "dora"));
+    let client = smol::block_on(async {
+        let mut c = crate::hub_client::HubClient::connect(rt, addr, &target)
+            .await
+            .expect("connect");
+        assert_eq!(c.join("lobby").await["type"], "ack");
+        c
+    });
+    eventually("the survivor sees dora", || presence()["user_count"] == 1);
+    assert_eq!(presence()["users"][0]["user"], "dora");
+    let pid = doomed.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let _ = doomed.0.wait();
+    eventually("the killed node's part expires", || {
+        redis.command(&["EXISTS", "ws-hub:presence:doomed"]) == ["0"]
+    });
+    assert_eq!(presence()["user_count"], 0);
+    drop(client);
+    drop(survivor);
+}
