@@ -34,22 +34,37 @@ fn start_echo(bin: &str) -> (Reaped, String) {
 /// Starts `bin args...` (a server subcommand listening on port 0); returns
 /// the process, its address and its later log lines.
 fn start_listening(bin: &str, args: &[&str]) -> (Reaped, String, mpsc::Receiver<String>) {
+    start_listening_with_log(bin, args, "info")
+}
+
+/// [`start_listening`] at log level `level`.
+fn start_listening_with_log(
+    bin: &str,
+    args: &[&str],
+    level: &str,
+) -> (Reaped, String, mpsc::Receiver<String>) {
     let mut child = Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start server");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    // Every line goes to the receiver, the start-up ones included.
+    let (tx, rx) = mpsc::channel();
     let addr = loop {
         let line = lines.next().expect("server exited early").expect("read");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().expect("address").to_owned());
+        let _ = tx.send(line);
+        if let Some(addr) = addr {
+            break addr;
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             let _ = tx.send(line);
@@ -417,4 +432,199 @@ pub fn check_tls_cli(bin: &str) {
         logs.try_iter().any(|l| l.contains("reload failed"))
     });
     assert_eq!(peer_leaf(addr, client), second, "the old certificate stays");
+}
+
+/// Runs `bin token ...`; returns its output.
+fn mint(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .arg("token")
+        .args(args)
+        .env_remove("WS_AUTH_SECRET")
+        .output()
+        .expect("run token")
+}
+
+/// Opens a hub connection to `addr` with `token`; returns the `welcome`
+/// text, or the connection error.
+fn welcome_with(addr: &str, token: &str) -> Result<String, ws_async::WsError> {
+    let url = format!("ws://{addr}/ws?token={token}");
+    let rt = runtime_smol::SmolRuntime::default();
+    smol::block_on(async {
+        let (mut ws, _) = ws_async::tls::connect_url(rt, &url, None, WsConfig::default()).await?;
+        match ws.recv().await? {
+            Some(Message::Text(t)) => Ok(t.as_str().to_owned()),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    })
+}
+
+/// `token --secret S --user U --ttl SECS` prints a token that `serve
+/// --auth-secret S` accepts for user U; a token minted with another
+/// secret is refused; bad arguments fail with a message.
+pub fn check_token_cli(bin: &str) {
+    let out = mint(
+        bin,
+        &["--secret", "s3cret", "--user", "alice", "--ttl", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        stdout.ends_with('\n') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+    let token = stdout.trim_end().to_owned();
+    let other = mint(
+        bin,
+        &["--secret", "other", "--user", "alice", "--ttl", "60"],
+    );
+    assert!(other.status.success());
+    let other = String::from_utf8(other.stdout)
+        .expect("utf-8")
+        .trim_end()
+        .to_owned();
+
+    let (_serve, addr, _) = start_listening(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth-secret",
+            "s3cret",
+        ],
+    );
+    let welcome = welcome_with(&addr, &token).expect("the minted token is accepted");
+    assert!(
+        welcome.contains(r#""type":"welcome""#) && welcome.contains(r#""user":"alice""#),
+        "{welcome}"
+    );
+    let refused = welcome_with(&addr, &other);
+    assert!(refused.is_err(), "a token of another secret: {refused:?}");
+
+    for bad in [
+        &["--secret", "", "--user", "alice"][..],
+        &["--secret", "s", "--user", ""][..],
+        &["--secret", "s", "--user", "alice", "--ttl", "0"][..],
+        &["--user", "alice"][..],
+    ] {
+        let out = mint(bin, bad);
+        assert!(!out.status.success(), "{bad:?} must fail");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}");
+    }
+}
+
+/// `serve --api-key K` (repeatable) turns the server API on for those
+/// keys; without a key the API answers 401; the keys never appear in the
+/// server's log, even at the most verbose level.
+pub fn check_api_key_cli(bin: &str) {
+    let (serve, addr, logs) = start_listening_with_log(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "cli-key-one",
+            "--api-key",
+            "cli-key-two",
+        ],
+        "trace",
+    );
+    let addr: SocketAddr = addr.parse().expect("address");
+    let get = |key: &str| {
+        crate::hub_client::http(
+            addr,
+            &format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"),
+        )
+        .status
+    };
+    assert_eq!(get("cli-key-one"), 200);
+    assert_eq!(get("cli-key-two"), 200);
+    assert_eq!(get("cli-key-three"), 401);
+    drop(serve);
+    let logged: Vec<String> = logs.try_iter().collect();
+    assert!(!logged.is_empty());
+    assert!(
+        logged.iter().all(|l| !l.contains("cli-key")),
+        "a key was logged: {logged:?}"
+    );
+}
+
+/// A node started from `bin` with Redis and a short presence TTL is
+/// killed with SIGKILL: its users, listed by the other (in-process) node's
+/// `GET /api/presence` while it lived, disappear once its part of the
+/// presence table expires in Redis.
+pub fn check_killed_node_presence_expires(bin: &str) {
+    const SECRET: &str = "killed-node-secret";
+    const KEY: &str = "killed-node-key";
+    let redis = crate::redis::RedisServer::start();
+    let settings = ws_server::server::Settings {
+        redis: Some(redis.url()),
+        node_id: Some("survivor".into()),
+        auth_secret: Some(SECRET.into()),
+        presence_ttl_ms: Some(1000),
+        ..Default::default()
+    };
+    let mut config = ws_server::server::ServerConfig::from_settings(&settings).expect("settings");
+    config.api_keys = ws_server::server::api::ApiKeys::new([KEY.to_owned()]);
+    let survivor = crate::start_hub(crate::Rt::Tokio, config);
+    let url = redis.url();
+    let (mut doomed, addr, _) = start_listening(
+        bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+            "--node-id",
+            "doomed",
+            "--auth-secret",
+            SECRET,
+            "--presence-ttl-ms",
+            "1000",
+        ],
+    );
+    let presence = || {
+        let reply = crate::hub_client::http(
+            survivor.addr,
+            &format!(
+                "GET /api/presence?room=lobby HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+            ),
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
+        serde_json::from_str::<serde_json::Value>(&reply.body).expect("JSON")
+    };
+    let addr: SocketAddr = addr.parse().expect("address");
+    let rt = runtime_smol::SmolRuntime::default();
+    let target = format!("/ws?token={}", crate::hub_client::token(SECRET, "dora"));
+    let client = smol::block_on(async {
+        let mut c = crate::hub_client::HubClient::connect(rt, addr, &target)
+            .await
+            .expect("connect");
+        assert_eq!(c.join("lobby").await["type"], "ack");
+        c
+    });
+    eventually("the survivor sees dora", || presence()["user_count"] == 1);
+    assert_eq!(presence()["users"][0]["user"], "dora");
+    let pid = doomed.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let _ = doomed.0.wait();
+    eventually("the killed node's part expires", || {
+        redis.command(&["EXISTS", "ws-hub:presence:doomed"]) == ["0"]
+    });
+    assert_eq!(presence()["user_count"], 0);
+    drop(client);
+    drop(survivor);
 }

@@ -38,6 +38,23 @@ pub struct AuthRequest<'a> {
 pub trait Authenticator: Send + Sync {
     /// Maps credentials to an identity or rejects them.
     fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError>;
+
+    /// When an accepted `token` expires (Unix seconds), if it does; the
+    /// hub then enforces the expiry during the connection. Default: never.
+    fn token_expiry(&self, token: &str) -> Option<u64> {
+        let _ = token;
+        None
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
+    fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        (**self).authenticate(req)
+    }
+
+    fn token_expiry(&self, token: &str) -> Option<u64> {
+        (**self).token_expiry(token)
+    }
 }
 
 /// The default authenticator: everybody is an anonymous user named
@@ -164,6 +181,12 @@ impl Authenticator for HmacTokenAuth {
             None => Err(AuthError::MissingToken),
         }
     }
+
+    fn token_expiry(&self, token: &str) -> Option<u64> {
+        let (signed, _) = token.rsplit_once('.')?;
+        let (_, expiry) = signed.split_once('.')?;
+        expiry.parse().ok()
+    }
 }
 
 /// Decides what an identified user may do. Every method defaults to
@@ -185,6 +208,13 @@ pub trait Authoriser: Send + Sync {
     fn may_send(&self, user: &UserId, to: &UserId) -> bool {
         let _ = (user, to);
         true
+    }
+
+    /// May `user` see who is in `room` (`presence`, `presence_stats`)?
+    /// Defaults to [`may_join`](Self::may_join): whoever may enter a room
+    /// may see who is there.
+    fn may_presence(&self, user: &UserId, room: &RoomName) -> bool {
+        self.may_join(user, room)
     }
 
     /// May `user` broadcast to every connection?
@@ -305,6 +335,9 @@ mod tests {
             Ok(Identity::user("alice.smith"))
         );
         assert!(!format!("{a:?}").contains("secret\""));
+        assert_eq!(a.token_expiry(&t), Some(1000));
+        assert_eq!(a.token_expiry("garbage"), None);
+        assert_eq!(AllowAnonymous.token_expiry(&t), None);
     }
 
     #[test]

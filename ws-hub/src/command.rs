@@ -131,6 +131,22 @@ pub enum Command {
         /// The slow connection.
         conn: ConnId,
     },
+    /// The token `conn` authenticated with expires at `expires_unix_secs`
+    /// (from [`Hub::token_expiry`](crate::Hub::token_expiry)); the wall
+    /// clock reads `now_unix_secs` at the instant passed with this
+    /// command. Send it right after [`Connected`](Command::Connected). The
+    /// hub then sends `token_expiring` `token_expiring_before` ahead,
+    /// accepts `refresh`, and closes with
+    /// [`CLOSE_TOKEN_EXPIRED`](crate::CLOSE_TOKEN_EXPIRED) at expiry,
+    /// keeping the session for resume.
+    TokenExpiry {
+        /// The connection.
+        conn: ConnId,
+        /// Wall-clock Unix seconds now.
+        now_unix_secs: u64,
+        /// When its token expires, Unix seconds.
+        expires_unix_secs: u64,
+    },
     /// A message from another node, received from the bus.
     Bus(BusMessage),
     /// Graceful shutdown: every connection gets `Close` 1001, and new

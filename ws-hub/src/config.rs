@@ -92,6 +92,18 @@ pub struct HubConfig {
     pub max_unacked: usize,
     /// Limits for adapters' per-connection [`OutboundQueue`](crate::OutboundQueue)s.
     pub outbound: OutboundConfig,
+    /// A `presence` answer lists the users of a room only when it has at
+    /// most this many; above, it carries the counts alone and
+    /// `"truncated":true`. Default 1,000.
+    pub presence_max_users: usize,
+    /// Send `join` and `leave` presence events to the members of a room
+    /// when a user's first session enters it or its last one leaves it.
+    /// Default `false`.
+    pub presence_events: bool,
+    /// How long before its token expires a connection is sent
+    /// `token_expiring` (when the adapter reported an expiry with
+    /// [`Command::TokenExpiry`](crate::Command::TokenExpiry)). Default 60 s.
+    pub token_expiring_before: Duration,
 }
 
 impl Default for HubConfig {
@@ -123,6 +135,9 @@ impl Default for HubConfig {
             ack_max_retries: 5,
             max_unacked: 256,
             outbound: OutboundConfig::default(),
+            presence_max_users: 1000,
+            presence_events: false,
+            token_expiring_before: Duration::from_secs(60),
         }
     }
 }

@@ -110,8 +110,8 @@ pub use command::{Command, ResumeRequest, query_param};
 pub use config::{HubConfig, MAX_DURATION};
 pub use error::{AuthError, BusDecodeError, ConfigError};
 pub use hub::{
-    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, Hub,
-    KEEP_SESSION,
+    API_PUBLISHER, ApiPublished, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY,
+    CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER, Hub, KEEP_SESSION, PresenceSnapshot,
 };
 pub use id::{ConnId, Identity, RoomName, UserId};
 pub use metrics::{Metrics, NackCounts};

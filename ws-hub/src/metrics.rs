@@ -24,6 +24,8 @@ pub struct NackCounts {
     pub too_many_rooms: u64,
     /// `busy`.
     pub busy: u64,
+    /// `invalid_token`.
+    pub invalid_token: u64,
 }
 
 impl NackCounts {
@@ -38,6 +40,7 @@ impl NackCounts {
             NackReason::BadRequest => &mut self.bad_request,
             NackReason::TooManyRooms => &mut self.too_many_rooms,
             NackReason::Busy => &mut self.busy,
+            NackReason::InvalidToken => &mut self.invalid_token,
         };
         *c += 1;
     }
@@ -53,6 +56,7 @@ impl NackCounts {
             + self.bad_request
             + self.too_many_rooms
             + self.busy
+            + self.invalid_token
     }
 }
 
@@ -71,8 +75,13 @@ pub struct Metrics {
     pub detached_sessions: u64,
     /// Gauge: rooms with at least one member.
     pub rooms: u64,
+    /// Gauge: users with at least one session, attached or detached
+    /// (online users, in the sense of presence).
+    pub users: u64,
     /// Gauge: entries in the de-duplication window.
     pub dedup_entries: u64,
+    /// Connections closed because their token expired (4001).
+    pub token_expiry_closes: u64,
     /// Connections accepted.
     pub connections_total: u64,
     /// Client messages received (any kind, including malformed ones).

@@ -41,6 +41,8 @@ pub enum NackReason {
     /// The de-dup table is full (`dedup_max_entries` ids inside their
     /// window); the message was not delivered. Retry later.
     Busy,
+    /// A `refresh` token that is malformed, badly signed or expired.
+    InvalidToken,
 }
 
 impl NackReason {
@@ -56,6 +58,7 @@ impl NackReason {
             Self::BadRequest => "bad_request",
             Self::TooManyRooms => "too_many_rooms",
             Self::Busy => "busy",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }
@@ -115,6 +118,9 @@ pub(crate) enum Op {
     Publish,
     Send,
     Broadcast,
+    Presence,
+    PresenceStats,
+    Refresh,
 }
 
 /// A parsed client message, borrowing from the received bytes (or owned,
@@ -150,6 +156,18 @@ pub(crate) enum ClientMessage<'a> {
         delivery_acks: bool,
     },
     Ping {
+        id: Option<Cow<'a, str>>,
+    },
+    Presence {
+        room: Cow<'a, str>,
+        id: Option<Cow<'a, str>>,
+    },
+    PresenceStats {
+        room: Cow<'a, str>,
+        id: Option<Cow<'a, str>>,
+    },
+    Refresh {
+        token: Cow<'a, str>,
         id: Option<Cow<'a, str>>,
     },
 }
@@ -189,6 +207,18 @@ impl ClientMessage<'_> {
             Self::Ack { seq } => ClientMessage::Ack { seq },
             Self::Configure { delivery_acks } => ClientMessage::Configure { delivery_acks },
             Self::Ping { id } => ClientMessage::Ping { id: id.map(own) },
+            Self::Presence { room, id } => ClientMessage::Presence {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::PresenceStats { room, id } => ClientMessage::PresenceStats {
+                room: own(room),
+                id: id.map(own),
+            },
+            Self::Refresh { token, id } => ClientMessage::Refresh {
+                token: own(token),
+                id: id.map(own),
+            },
         }
     }
 
@@ -200,6 +230,9 @@ impl ClientMessage<'_> {
             Self::Publish { .. } => Some(Op::Publish),
             Self::Send { .. } => Some(Op::Send),
             Self::Broadcast { .. } => Some(Op::Broadcast),
+            Self::Presence { .. } => Some(Op::Presence),
+            Self::PresenceStats { .. } => Some(Op::PresenceStats),
+            Self::Refresh { .. } => Some(Op::Refresh),
             Self::Ack { .. } | Self::Configure { .. } | Self::Ping { .. } => None,
         }
     }
@@ -207,7 +240,10 @@ impl ClientMessage<'_> {
     /// The room a join or leave names (echoed in its ack or nack).
     pub(crate) fn room(&self) -> Option<&str> {
         match self {
-            Self::Join { room, .. } | Self::Leave { room, .. } => Some(room),
+            Self::Join { room, .. }
+            | Self::Leave { room, .. }
+            | Self::Presence { room, .. }
+            | Self::PresenceStats { room, .. } => Some(room),
             _ => None,
         }
     }
@@ -218,7 +254,12 @@ impl ClientMessage<'_> {
             Self::Publish { id, .. } | Self::Send { id, .. } | Self::Broadcast { id, .. } => {
                 Some(id)
             }
-            Self::Join { id, .. } | Self::Leave { id, .. } | Self::Ping { id } => id.as_deref(),
+            Self::Join { id, .. }
+            | Self::Leave { id, .. }
+            | Self::Presence { id, .. }
+            | Self::PresenceStats { id, .. }
+            | Self::Refresh { id, .. }
+            | Self::Ping { id } => id.as_deref(),
             Self::Ack { .. } | Self::Configure { .. } => None,
         }
     }
@@ -250,6 +291,8 @@ struct RawMessage<'a> {
     seq: Option<u64>,
     #[serde(default)]
     delivery_acks: Option<bool>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// `data: null` is valid data, not an absent field.
@@ -271,6 +314,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         "publish" => Some(Op::Publish),
         "send" => Some(Op::Send),
         "broadcast" => Some(Op::Broadcast),
+        "presence" => Some(Op::Presence),
+        "presence_stats" => Some(Op::PresenceStats),
+        "refresh" => Some(Op::Refresh),
         _ => None,
     };
     let RawMessage {
@@ -281,6 +327,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
         data,
         seq,
         delivery_acks,
+        token,
     } = raw;
     fn missing<'a>(
         op: Option<Op>,
@@ -323,6 +370,18 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientMessage<'_>, BadMessage<'_>> {
                 .ok_or_else(|| missing(op, "missing field `delivery_acks`", None))?,
         },
         "ping" => ClientMessage::Ping { id },
+        "presence" => ClientMessage::Presence {
+            room: room.ok_or_else(|| missing(op, "missing field `room`", id.clone()))?,
+            id,
+        },
+        "refresh" => ClientMessage::Refresh {
+            token: token.ok_or_else(|| missing(op, "missing field `token`", id.clone()))?,
+            id,
+        },
+        "presence_stats" => ClientMessage::PresenceStats {
+            room: room.ok_or_else(|| missing(op, "missing field `room`", id.clone()))?,
+            id,
+        },
         _ => {
             return Err(BadMessage {
                 op: None,
@@ -388,6 +447,46 @@ pub(crate) enum ServerMessage<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+    Presence {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        user_count: u64,
+        connection_count: u64,
+        /// `None` when the room has more than `presence_max_users` users.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<PresenceEntry<'a>>>,
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    PresenceStats {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        user_count: u64,
+        connection_count: u64,
+    },
+    /// The connection's token expires in `expires_in_ms`: send `refresh`.
+    TokenExpiring {
+        expires_in_ms: u64,
+    },
+    /// A user's first session entered a room (presence events).
+    Join {
+        room: &'a str,
+        user: &'a str,
+    },
+    /// A user's last session left a room (presence events).
+    Leave {
+        room: &'a str,
+        user: &'a str,
+    },
+}
+
+/// One user in a `presence` answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct PresenceEntry<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) connections: u64,
 }
 
 impl ServerMessage<'_> {

@@ -51,6 +51,12 @@ pub enum Command {
         /// Every setting (boxed: it is much larger than the other variants).
         #[command(flatten)]
         settings: Box<crate::server::Settings>,
+        /// A key of the server API for backends (docs/API.md), sent as
+        /// `Authorization: Bearer <key>`; may be given several times.
+        /// Without one the API is off. Flag or environment only (not in
+        /// the TOML file).
+        #[arg(long = "api-key", env = "WS_API_KEY", hide_env_values = true)]
+        api_keys: Vec<String>,
     },
     /// Echo every text and binary message back (the Autobahn server).
     /// Serves until SIGINT/SIGTERM, then closes clients with 1001.
@@ -141,6 +147,21 @@ pub enum Command {
         #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
         names: Vec<String>,
     },
+    /// Print a token for `--user` that `serve --auth-secret S` accepts
+    /// (the HMAC-SHA256 format of docs/PROTOCOL.md), valid for `--ttl`
+    /// seconds from now, followed by a newline. Handy for trying
+    /// authentication without writing code; applications mint their own.
+    Token {
+        /// The shared secret, the same as `serve --auth-secret`.
+        #[arg(long, env = "WS_AUTH_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The user id the token is for (any non-empty string).
+        #[arg(long)]
+        user: String,
+        /// Seconds until the token expires (at least 1).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: u64,
+    },
 }
 
 /// Limits shared by every subcommand; each defaults to the protocol
@@ -219,6 +240,8 @@ enum CliError {
     Tls(#[from] tls::TlsError),
     #[error("cannot make a certificate: {0}")]
     CertGen(#[from] ws_async::certgen::Error),
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 /// Sets up `tracing` logging to stderr.
@@ -239,7 +262,11 @@ pub fn init_tracing(default_filter: &str) {
 /// Runs a parsed command line on runtime `rt`; returns the exit code.
 pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Serve { config, settings } => serve(rt, config.as_deref(), *settings).await,
+        Command::Serve {
+            config,
+            settings,
+            api_keys,
+        } => serve(rt, config.as_deref(), *settings, api_keys).await,
         Command::Echo {
             listen,
             limits,
@@ -286,6 +313,7 @@ pub async fn run<R: Runtime>(rt: R, cli: Cli) -> i32 {
             (_, Err(e)) => Err(e),
         },
         Command::GenCert { cert, key, names } => gen_cert(&cert, &key, &names),
+        Command::Token { secret, user, ttl } => token(&secret, &user, ttl),
     };
     match result {
         Ok(code) => code,
@@ -358,10 +386,29 @@ fn gen_cert(cert: &Path, key: &Path, names: &[String]) -> Result<i32, CliError> 
     Ok(0)
 }
 
+/// `token`: prints a token for `user` valid for `ttl` seconds.
+fn token(secret: &str, user: &str, ttl: u64) -> Result<i32, CliError> {
+    if secret.is_empty() {
+        return Err(CliError::Usage("--secret must not be empty"));
+    }
+    if user.is_empty() {
+        return Err(CliError::Usage("--user must not be empty"));
+    }
+    // The expiry is wall-clock time; the binary owns the clock.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let auth = ws_hub::HmacTokenAuth::new(secret.as_bytes().to_vec());
+    println!("{}", auth.issue(user, now.saturating_add(ttl)));
+    Ok(0)
+}
+
 async fn serve<R: Runtime>(
     rt: R,
     file: Option<&Path>,
     flags: crate::server::Settings,
+    api_keys: Vec<String>,
 ) -> Result<i32, CliError> {
     let settings = match file {
         Some(path) => match crate::server::Settings::from_file(path) {
@@ -370,7 +417,8 @@ async fn serve<R: Runtime>(
         },
         None => flags,
     };
-    let config = crate::server::ServerConfig::from_settings(&settings)?;
+    let mut config = crate::server::ServerConfig::from_settings(&settings)?;
+    config.api_keys = crate::server::api::ApiKeys::new(api_keys);
     let listener = rt.bind(config.listen).await?;
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;

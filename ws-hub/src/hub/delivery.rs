@@ -13,6 +13,7 @@ use crate::action::{Action, Payload};
 use crate::bus::{BusMessage, BusTarget};
 use crate::config::HubConfig;
 use crate::dedup::Seen;
+use crate::id::UserId;
 use crate::protocol::{NackReason, Op, ServerMessage, message_body};
 use crate::session::{Session, SessionKey, SessionSet};
 use crate::timers::TimerSet;
@@ -105,6 +106,19 @@ impl Hub {
             self.out.metrics.duplicates_suppressed += 1;
             return;
         }
+        self.deliver_new(now, target, id, from, data);
+    }
+
+    /// Delivers a publish that passed de-duplication: locally, and to the
+    /// other nodes in a cluster.
+    pub(super) fn deliver_new(
+        &mut self,
+        now: Instant,
+        target: BusTarget,
+        id: &str,
+        from: UserId,
+        data: &RawValue,
+    ) {
         self.out.metrics.publishes += 1;
         let body = message_body(&target, id, &from, data);
         self.fan_out(now, &target, &body);

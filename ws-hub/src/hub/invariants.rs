@@ -63,7 +63,8 @@ impl Hub {
         if detached != self.detached || detached > cfg.max_detached_sessions {
             return Err(format!("detached count {detached} vs {}", self.detached));
         }
-        for (room, members) in self.rooms.iter() {
+        for (room, r) in self.rooms.iter() {
+            let members = r.members();
             if members.is_empty() {
                 return Err(format!("empty room {room} not freed"));
             }
@@ -71,6 +72,15 @@ impl Hub {
                 if !self.sessions.get(m).is_some_and(|s| s.rooms.contains(room)) {
                     return Err(format!("room {room}: stale member {m:?}"));
                 }
+            }
+            let mut counts = std::collections::BTreeMap::new();
+            for m in members {
+                if let Some(s) = self.sessions.get(m) {
+                    *counts.entry(s.user.clone()).or_insert(0u64) += 1;
+                }
+            }
+            if &counts != r.users() {
+                return Err(format!("room {room}: presence counts out of sync"));
             }
         }
         let user_sessions: usize = self.users.values().map(SessionSet::len).sum();
@@ -82,7 +92,7 @@ impl Hub {
         {
             return Err("dedup window over bounds".to_owned());
         }
-        if self.timers.len() > 4 * self.conns.len() + self.sessions.len() {
+        if self.timers.len() > 6 * self.conns.len() + self.sessions.len() {
             return Err("timer leak".to_owned());
         }
         if self.conns.len() > cfg.max_connections {

@@ -88,6 +88,7 @@ impl Hub {
                 next_ping: after(now, config.ping_interval),
                 bucket: TokenBucket::new(config.rate_burst, now),
                 violations: ViolationWindow::default(),
+                token: None,
                 done: false,
             }),
         );
@@ -296,16 +297,27 @@ impl Hub {
         }
     }
 
+    /// Drops a detached session now instead of at the end of its
+    /// retention time.
+    pub(super) fn discard_detached(&mut self, key: SessionKey) {
+        if self.timers.get(Timer::SessionExpiry(key)).is_some() {
+            self.timers.cancel(Timer::SessionExpiry(key));
+            self.on_session_expiry(key);
+        }
+    }
+
     fn destroy_session(&mut self, key: SessionKey) {
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
         for room in &s.rooms {
-            if self.rooms.leave(room, key) && self.config.cluster {
+            let change = self.rooms.leave(room, key, &s.user);
+            if change.room && self.config.cluster {
                 self.out
                     .actions
                     .push_back(Action::UnsubscribeBus(room.clone()));
             }
+            self.presence_event(room, &s.user, change, false, None);
         }
         if let Some(set) = self.users.get_mut(&s.user)
             && set.remove(key)

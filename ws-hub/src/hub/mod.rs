@@ -3,6 +3,7 @@
 //! - this module: the [`Hub`] itself, its getters, its input entry point
 //!   ([`Hub::handle`]) and its output ([`Hub::poll_action`],
 //!   [`Hub::poll_timeout`]);
+//! - [`api`]: requests of a server API for backends;
 //! - [`lifecycle`]: connections opening and closing, sessions attaching,
 //!   detaching and resuming;
 //! - [`request`]: client requests (parsed off the serial path by
@@ -10,12 +11,17 @@
 //! - [`delivery`]: publishing, fan-out to sessions, bus messages, and the
 //!   one helper that sends a numbered message (tracked when the session
 //!   wants delivery acks);
+//! - [`presence`]: who is in a room, and the `join` / `leave` events;
+//! - [`renewal`]: token expiry during the connection and `refresh`;
 //! - [`timeouts`]: what each timer does when it fires;
 //! - [`invariants`]: the consistency check used by tests and fuzzing.
 
+mod api;
 mod delivery;
 mod invariants;
 mod lifecycle;
+mod presence;
+mod renewal;
 mod request;
 mod timeouts;
 
@@ -38,6 +44,8 @@ use crate::room::Rooms;
 use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret, SessionSet};
 use crate::timers::TimerSet;
 
+pub use self::api::{API_PUBLISHER, ApiPublished};
+pub use self::presence::PresenceSnapshot;
 use self::timeouts::Timer;
 
 /// Close code 1000: normal closure.
@@ -50,6 +58,9 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// Close code 1013: try again later (server full, slow consumer).
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code 4001: the connection's token expired without a `refresh`
+/// (the session is kept for resume with a fresh token).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code 1005: the peer's close frame carried no code.
 const CLOSE_NO_STATUS: u16 = 1005;
 
@@ -71,6 +82,8 @@ struct Conn {
     next_ping: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
+    /// When its token expires, if the adapter said.
+    token: Option<renewal::TokenClock>,
     /// The client closed cleanly and is done: discard its session on
     /// `Disconnected` instead of keeping it for resume.
     done: bool,
@@ -135,6 +148,7 @@ pub struct Hub {
     timers: TimerSet<Timer>,
     out: Outbox,
     next_session: u64,
+    next_api_id: u64,
     detached: usize,
     shutting_down: bool,
 }
@@ -180,6 +194,7 @@ impl Hub {
             timers: TimerSet::default(),
             out: Outbox::default(),
             next_session: 0,
+            next_api_id: 0,
             detached: 0,
             shutting_down: false,
         })
@@ -205,6 +220,7 @@ impl Hub {
         m.sessions = self.sessions.len() as u64;
         m.detached_sessions = self.detached as u64;
         m.rooms = self.rooms.len() as u64;
+        m.users = self.users.len() as u64;
         m.dedup_entries = self.dedup.len() as u64;
         m
     }
@@ -249,6 +265,13 @@ impl Hub {
     /// accepting the WebSocket upgrade and answer HTTP 401 on error.
     pub fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
         self.authenticator.authenticate(req)
+    }
+
+    /// When an accepted `token` expires (Unix seconds), per the configured
+    /// [`Authenticator`]; adapters pass it on with
+    /// [`Command::TokenExpiry`].
+    pub fn token_expiry(&self, token: &str) -> Option<u64> {
+        self.authenticator.token_expiry(token)
     }
 
     // ----- output -----
@@ -300,6 +323,11 @@ impl Hub {
                     self.slow_consumer(now, conn);
                 }
             }
+            Command::TokenExpiry {
+                conn,
+                now_unix_secs,
+                expires_unix_secs,
+            } => self.on_token_expiry(now, conn, now_unix_secs, expires_unix_secs),
             Command::Bus(msg) => self.on_bus(now, msg),
             Command::Shutdown => self.shut_down(now),
         }

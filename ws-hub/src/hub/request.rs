@@ -125,6 +125,15 @@ impl Hub {
                 self.out
                     .send(conn, &ServerMessage::Configured { delivery_acks });
             }
+            ClientMessage::Presence { room, id } => {
+                self.on_presence(now, conn, Op::Presence, &room, id.as_deref());
+            }
+            ClientMessage::PresenceStats { room, id } => {
+                self.on_presence(now, conn, Op::PresenceStats, &room, id.as_deref());
+            }
+            ClientMessage::Refresh { token, id } => {
+                self.on_refresh(now, conn, &token, id.as_deref());
+            }
             ClientMessage::Ping { id } => {
                 self.out
                     .send(conn, &ServerMessage::Pong { id: id.as_deref() });
@@ -192,9 +201,9 @@ impl Hub {
         self.publish(now, conn, Op::Broadcast, BusTarget::Broadcast, id, data);
     }
 
-    /// Validates a join or leave request and finds the sender's session;
-    /// a malformed name gets `bad_request`.
-    fn room_request(
+    /// Validates a join, leave or presence request and finds the sender's
+    /// session; a malformed name gets `bad_request`.
+    pub(super) fn room_request(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -230,9 +239,16 @@ impl Hub {
                 return;
             }
             s.rooms.insert(name.clone());
-            if self.rooms.join(&name, key) && self.config.cluster {
-                self.out.actions.push_back(Action::SubscribeBus(name));
+            let user = s.user.clone();
+            let change = self.rooms.join(&name, key, &user);
+            if change.room && self.config.cluster {
+                self.out
+                    .actions
+                    .push_back(Action::SubscribeBus(name.clone()));
             }
+            self.room_ack(conn, Op::Join, id, room);
+            self.presence_event(&name, &user, change, true, Some(key));
+            return;
         }
         self.room_ack(conn, Op::Join, id, room);
     }
@@ -248,10 +264,15 @@ impl Hub {
             self.nack(conn, Op::Leave, id, Some(room), NackReason::NotMember);
             return;
         };
-        if self.rooms.leave(&name, key) && self.config.cluster {
-            self.out.actions.push_back(Action::UnsubscribeBus(name));
+        let user = s.user.clone();
+        let change = self.rooms.leave(&name, key, &user);
+        if change.room && self.config.cluster {
+            self.out
+                .actions
+                .push_back(Action::UnsubscribeBus(name.clone()));
         }
         self.room_ack(conn, Op::Leave, id, room);
+        self.presence_event(&name, &user, change, false, None);
     }
 
     fn room_ack(&mut self, conn: ConnId, op: Op, id: Option<&str>, room: &str) {

@@ -28,15 +28,21 @@ pub(super) enum Timer {
     Retransmit(ConnId),
     /// Drop a detached session whose retention time is over.
     SessionExpiry(SessionKey),
+    /// Tell the connection its token expires soon.
+    TokenExpiring(ConnId),
+    /// Close the connection: its token has expired.
+    TokenExpired(ConnId),
 }
 
 impl Timer {
     /// Every timer a connection may have armed.
-    pub(super) fn of_conn(conn: ConnId) -> [Self; 3] {
+    pub(super) fn of_conn(conn: ConnId) -> [Self; 5] {
         [
             Self::Heartbeat(conn),
             Self::Idle(conn),
             Self::Retransmit(conn),
+            Self::TokenExpiring(conn),
+            Self::TokenExpired(conn),
         ]
     }
 }
@@ -57,6 +63,8 @@ impl Hub {
                 Timer::Idle(c) => self.on_idle_timer(now, c),
                 Timer::Retransmit(c) => self.on_retransmit_timer(now, c),
                 Timer::SessionExpiry(k) => self.on_session_expiry(k),
+                Timer::TokenExpiring(c) => self.on_token_expiring(now, c),
+                Timer::TokenExpired(c) => self.on_token_expired(now, c),
             }
         }
     }

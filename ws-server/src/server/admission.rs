@@ -90,6 +90,9 @@ pub(crate) struct Admitted {
     pub(crate) identity: Identity,
     /// The session the client asks to resume, if any.
     pub(crate) resume: Option<ResumeRequest>,
+    /// `(now, expiry)` in Unix seconds, when the token expires: the hub
+    /// then enforces the expiry during the connection.
+    pub(crate) token_expiry: Option<(u64, u64)>,
 }
 
 /// A plain HTTP request (not a WebSocket upgrade), by route.
@@ -183,7 +186,11 @@ pub(crate) fn admit(
     let resume = req.query().and_then(ResumeRequest::from_query);
     if let (None, Some(user)) = (token, peer.cert_user) {
         let identity = Identity::user(user);
-        return Admission::Upgrade(Admitted { identity, resume });
+        return Admission::Upgrade(Admitted {
+            identity,
+            resume,
+            token_expiry: None,
+        });
     }
     let auth = AuthRequest {
         conn: peer.conn,
@@ -193,7 +200,13 @@ pub(crate) fn admit(
         namespace: policy.namespace,
     };
     match policy.authenticator.authenticate(&auth) {
-        Ok(identity) => Admission::Upgrade(Admitted { identity, resume }),
+        Ok(identity) => Admission::Upgrade(Admitted {
+            identity,
+            resume,
+            token_expiry: token
+                .and_then(|t| policy.authenticator.token_expiry(t))
+                .map(|expires| (now_unix_secs, expires)),
+        }),
         Err(e) => Admission::Refused(Refusal::Unauthorized(e)),
     }
 }
@@ -264,6 +277,7 @@ mod tests {
         Admission::Upgrade(Admitted {
             identity: Identity::user(name),
             resume: None,
+            token_expiry: None,
         })
     }
 

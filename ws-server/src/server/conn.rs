@@ -72,6 +72,10 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     config: ws_async::WsConfig,
     cert_user: Option<String>,
 ) {
+    // Server-API requests (docs/API.md) are answered here.
+    let Some(io) = super::api::intercept(&rt, io, shared).await else {
+        return;
+    };
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let peer_info = Peer {
         conn,
@@ -97,7 +101,12 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
             return;
         }
     };
-    let Some(Admitted { identity, resume }) = admitted else {
+    let Some(Admitted {
+        identity,
+        resume,
+        token_expiry,
+    }) = admitted
+    else {
         return;
     };
     ServerCounters::bump(&shared.counters.handshakes);
@@ -111,6 +120,14 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     };
     if shared.hub.send(open).await.is_err() {
         return;
+    }
+    if let Some((now_unix_secs, expires_unix_secs)) = token_expiry {
+        let expiry = Command::TokenExpiry {
+            conn,
+            now_unix_secs,
+            expires_unix_secs,
+        };
+        let _ = shared.hub.send(ToHub::Command(expiry)).await;
     }
     let (mut reader, mut writer) = ws.split();
     if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {

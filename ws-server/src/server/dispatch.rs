@@ -60,8 +60,11 @@ pub(crate) fn ended(conn: ConnId, close: Option<CloseInfo>) -> impl Iterator<Ite
 
 /// The hub command for a message to the hub task, keeping `conns` (the
 /// outboxes of open connections) up to date.
-pub(crate) fn open_or_command(message: ToHub, conns: &mut HashMap<ConnId, Arc<Outbox>>) -> Command {
-    match message {
+pub(crate) fn open_or_command(
+    message: ToHub,
+    conns: &mut HashMap<ConnId, Arc<Outbox>>,
+) -> Option<Command> {
+    Some(match message {
         ToHub::Open {
             conn,
             outbox,
@@ -83,7 +86,9 @@ pub(crate) fn open_or_command(message: ToHub, conns: &mut HashMap<ConnId, Arc<Ou
             }
             command
         }
-    }
+        // The hub task answers API calls itself.
+        ToHub::Api(..) => return None,
+    })
 }
 
 /// What is left to do after [`route_action`].
@@ -291,8 +296,9 @@ mod tests {
 
         /// What the hub task does with one message, then its actions.
         fn send(&mut self, message: ToHub) {
-            let command = open_or_command(message, &mut self.conns);
-            self.hub.handle(self.now, command);
+            if let Some(command) = open_or_command(message, &mut self.conns) {
+                self.hub.handle(self.now, command);
+            }
             self.drain();
         }
 

@@ -43,6 +43,11 @@ pub(crate) enum ToHub {
     },
     /// Anything else.
     Command(Command),
+    /// A server-API request and where to send its answer.
+    Api(
+        super::api::ApiCall,
+        async_channel::Sender<super::api::ApiAnswer>,
+    ),
 }
 
 /// The hub task's links to the cluster bus.
@@ -163,8 +168,16 @@ impl<R: Runtime> HubTask<R> {
 
     fn apply(&mut self, message: ToHub) {
         let now = self.rt.now();
-        let command = dispatch::open_or_command(message, &mut self.conns);
-        self.hub.handle(now, command);
+        match message {
+            ToHub::Api(call, reply) => {
+                let _ = reply.try_send(call.apply(&mut self.hub, now));
+            }
+            other => {
+                if let Some(command) = dispatch::open_or_command(other, &mut self.conns) {
+                    self.hub.handle(now, command);
+                }
+            }
+        }
     }
 
     fn bus_message(&mut self, channel: &str, payload: &[u8]) {

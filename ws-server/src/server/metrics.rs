@@ -104,6 +104,20 @@ pub fn render(hub: &Metrics, server: &ServerCounters, out: &mut String) {
     );
     line(
         out,
+        "token_expiry_closes_total",
+        "counter",
+        "Connections closed with 4001 because their token expired.",
+        hub.token_expiry_closes,
+    );
+    line(
+        out,
+        "users",
+        "gauge",
+        "Online users: users with at least one session, connected or resumable.",
+        hub.users,
+    );
+    line(
+        out,
         "dedup_entries",
         "gauge",
         "Message ids in de-duplication windows.",

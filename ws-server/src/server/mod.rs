@@ -26,6 +26,7 @@
 //! (clients are told `unknown` and resync).
 
 mod admission;
+pub mod api;
 mod assets;
 mod bodies;
 mod conn;
@@ -33,6 +34,7 @@ mod dispatch;
 mod hub_task;
 pub mod metrics;
 mod outbox;
+mod presence_table;
 pub mod settings;
 pub mod tls;
 
@@ -104,15 +106,8 @@ impl Plugins {
     /// anonymous users if `config.allow_anonymous`), or anonymous users
     /// without a secret; every user may do everything ([`AllowAll`]).
     pub fn from_config(config: &ServerConfig) -> Self {
-        let authenticator: Box<dyn Authenticator> = match &config.auth_secret {
-            Some(secret) => Box::new(
-                HmacTokenAuth::new(secret.as_bytes().to_vec())
-                    .allow_anonymous(config.allow_anonymous),
-            ),
-            None => Box::new(AllowAnonymous),
-        };
         Self {
-            authenticator,
+            authenticator: token_scheme(config),
             authoriser: Box::new(AllowAll),
         }
     }
@@ -138,6 +133,16 @@ impl std::fmt::Debug for Plugins {
 
 /// How many commands may wait for the hub before connection tasks pause.
 const HUB_INBOX: usize = 65_536;
+
+/// The token scheme `config` asks for.
+fn token_scheme(config: &ServerConfig) -> Box<dyn Authenticator> {
+    match &config.auth_secret {
+        Some(secret) => Box::new(
+            HmacTokenAuth::new(secret.as_bytes().to_vec()).allow_anonymous(config.allow_anonymous),
+        ),
+        None => Box::new(AllowAnonymous),
+    }
+}
 
 /// Runs the hub server on `listener` until `shutdown` triggers; then stops
 /// accepting, closes every client with 1001 after flushing what was queued
@@ -172,11 +177,16 @@ pub async fn serve_with<R: Runtime>(
         authenticator,
         authoriser,
     } = plugins;
-    // Connection tasks authenticate (before the upgrade, in parallel), so
-    // the hub's own authenticator is never asked.
+    // Connection tasks authenticate (before the upgrade, in parallel); the
+    // hub checks `refresh` tokens with the scheme `config` asks for.
     let secret = ws_hub::SessionSecret::new(key);
-    let hub = Hub::new(config.hub.clone(), secret, AllowAnonymous, authoriser)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let hub = Hub::new(
+        config.hub.clone(),
+        secret,
+        token_scheme(&config),
+        authoriser,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));
 
@@ -222,6 +232,20 @@ pub async fn serve_with<R: Runtime>(
         drop(hub_guard);
     });
 
+    if let Some(url) = config
+        .redis
+        .as_deref()
+        .and_then(|u| crate::bus::url::RedisUrl::parse(u).ok())
+    {
+        rt.spawn(presence_table::keep(
+            rt.clone(),
+            url,
+            config.hub.node_id.clone(),
+            config.presence_ttl,
+            to_hub.clone(),
+            shutdown.clone(),
+        ));
+    }
     let grace = config.shutdown_grace;
     let bodies = bodies::BodyCache::new(config.ws.proto.deflate);
     let shared = Arc::new(Shared {

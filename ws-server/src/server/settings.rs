@@ -204,6 +204,14 @@ settings! {
     socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
     /// Upper bound on a graceful shutdown, milliseconds.
     shutdown_grace_ms: u64 = millis(crate::shutdown::DEFAULT_GRACE), "WS_SHUTDOWN_GRACE_MS";
+    /// Send `join` / `leave` presence events to room members.
+    presence_events: bool = hub().presence_events, "WS_PRESENCE_EVENTS";
+    /// A `presence` answer lists users only up to this many per room; above, counts only.
+    presence_max_users: usize = hub().presence_max_users, "WS_PRESENCE_MAX_USERS";
+    /// Send `token_expiring` this long before a connection's token expires, milliseconds.
+    token_expiring_before_ms: u64 = millis(hub().token_expiring_before), "WS_TOKEN_EXPIRING_BEFORE_MS";
+    /// With Redis: TTL of this node's part of the presence table, milliseconds (refreshed every third of it).
+    presence_ttl_ms: u64 = 15_000, "WS_PRESENCE_TTL_MS";
     /// Certificate chain (PEM) to serve TLS (wss://, and /healthz, /metrics over https) on the port; empty: plain TCP. Reloaded on SIGHUP.
     tls_cert: String = "", "WS_TLS_CERT";
     /// Private key (PEM) of tls_cert. Reloaded on SIGHUP.
@@ -242,6 +250,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Per-IP connection limit (0: none).
     pub max_connections_per_ip: usize,
+    /// With Redis: TTL of this node's part of the presence table.
+    pub presence_ttl: Duration,
+    /// Keys of the server API (`--api-key`); empty: the API is off.
+    pub api_keys: super::api::ApiKeys,
     /// HMAC token secret, if tokens are checked.
     pub auth_secret: Option<String>,
     /// Accept connections without a token when a secret is set.
@@ -313,6 +325,9 @@ impl ServerConfig {
             ack_max_retries: s.ack_max_retries,
             ack_max_backoff: ms(s.ack_max_backoff_ms),
             max_unacked: s.max_unacked,
+            presence_events: s.presence_events,
+            presence_max_users: s.presence_max_users,
+            token_expiring_before: ms(s.token_expiring_before_ms),
             max_name_len: s.max_name_len,
             max_violations: s.max_violations,
             violation_window: ms(s.violation_window_ms),
@@ -342,6 +357,11 @@ impl ServerConfig {
             .filter(|o| !o.is_empty())
             .map(str::to_owned)
             .collect();
+        if s.presence_ttl_ms < 300 {
+            return Err(SettingsError::Invalid(
+                "presence_ttl_ms must be at least 300".to_owned(),
+            ));
+        }
         let tls = tls_settings(&s)?.map(|t| ServerTls::load(&t)).transpose()?;
         let listen = s.listen.parse().map_err(|_| {
             SettingsError::Invalid(format!("listen must be IP:PORT, not {:?}", s.listen))
@@ -352,6 +372,8 @@ impl ServerConfig {
             hub,
             allowed_origins,
             max_connections_per_ip: s.max_connections_per_ip,
+            api_keys: super::api::ApiKeys::default(),
+            presence_ttl: ms(s.presence_ttl_ms),
             auth_secret: (!s.auth_secret.is_empty()).then(|| s.auth_secret.clone()),
             allow_anonymous: s.allow_anonymous || s.auth_secret.is_empty(),
             redis: (!s.redis.is_empty()).then(|| s.redis.clone()),
