@@ -12,6 +12,7 @@ use std::time::Duration;
 use ws_async::{Runtime, WsConfig};
 use ws_server::shutdown::Shutdown;
 
+pub mod browser;
 pub mod cli;
 pub mod hub_client;
 pub mod proxy;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -157,4 +157,17 @@ pub fn https_get(
 /// `/metrics` over TLS, as name → value.
 pub fn https_metrics(addr: SocketAddr, client: Arc<ClientConfig>) -> HashMap<String, u64> {
     crate::hub_client::parse_metrics(&https_get(addr, client, "/metrics"))
+}
+
+/// The SPKI pin of the key in the PEM file `key`: the base64 of the
+/// SHA-256 of its SubjectPublicKeyInfo, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+pub fn spki_pin(key: &Path) -> String {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let pem = std::fs::read_to_string(key).expect("key file");
+    let pair = rcgen::KeyPair::from_pem(&pem).expect("key");
+    let digest = sha2::Sha256::digest(pair.subject_public_key_info());
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }

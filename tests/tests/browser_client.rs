@@ -7,156 +7,13 @@
 //!
 //! Needs `chromium` (scripts/install-deps.sh installs it).
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use ws_proto::Message;
+use serde_json::json;
 use ws_server::server::ServerConfig;
+use ws_tests::browser::{Browser, block_on};
 use ws_tests::proxy::CuttingProxy;
 use ws_tests::{Rt, start_hub};
-
-/// Headless Chromium and a DevTools connection to it.
-struct Browser {
-    child: Child,
-    ws: runtime_tokio::WebSocket,
-    next_id: u64,
-    _profile: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    async fn launch() -> Self {
-        let profile = std::env::temp_dir().join(format!("ws-hub-chromium-{}", std::process::id()));
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--remote-debugging-address=127.0.0.1",
-                // Every page is a background tab: keep its timers running.
-                "--disable-background-timer-throttling",
-                "--disable-renderer-backgrounding",
-                "--disable-backgrounding-occluded-windows",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium (scripts/install-deps.sh installs it)");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("chromium's DevTools endpoint");
-        let mut config = ws_async::WsConfig::default();
-        config.proto.max_message_size = 64 << 20;
-        let (ws, _) = runtime_tokio::connect(&url, config)
-            .await
-            .expect("DevTools connection");
-        Self {
-            child,
-            ws,
-            next_id: 0,
-            _profile: TempDir(profile),
-        }
-    }
-
-    /// One DevTools command; its `result`.
-    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut msg = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        self.ws
-            .send(Message::text(msg.to_string()))
-            .await
-            .expect("send");
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(60), self.ws.recv())
-                .await
-                .expect("DevTools answer in time")
-                .expect("recv")
-                .expect("open");
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).expect("json");
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Opens `url` in a new page; returns its session.
-    async fn open(&mut self, url: &str) -> String {
-        let target = self
-            .call(None, "Target.createTarget", json!({"url": url}))
-            .await;
-        let attached = self
-            .call(
-                None,
-                "Target.attachToTarget",
-                json!({"targetId": target["targetId"], "flatten": true}),
-            )
-            .await;
-        attached["sessionId"].as_str().expect("session").to_owned()
-    }
-
-    /// Evaluates `js` in the page (awaiting a promise); its value.
-    async fn eval(&mut self, session: &str, js: &str) -> Value {
-        let r = self
-            .call(
-                Some(session),
-                "Runtime.evaluate",
-                json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
-            )
-            .await;
-        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
-        r["result"]["value"].clone()
-    }
-
-    /// Polls `js` until it is `true` (bounded); a throw (page still
-    /// loading) counts as `false`.
-    async fn until(&mut self, session: &str, js: &str) {
-        let guarded =
-            format!("(() => {{ try {{ return ({js}) === true; }} catch {{ return false; }} }})()");
-        for _ in 0..1200 {
-            if self.eval(session, &guarded).await == json!(true) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("never true: {js}");
-    }
-}
 
 const CONNECTED: &str = "typeof hub === 'object' && hub.state === 'connected'";
 
@@ -166,12 +23,8 @@ fn browser_pages_exactly_once_through_cuts_and_the_demo_dom() {
     let server = start_hub(Rt::Tokio, ServerConfig::default());
     let proxy = CuttingProxy::start(server.addr, 11, Duration::from_millis(400));
     let page = format!("http://{}/client/demo.html", proxy.addr);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    runtime.block_on(async {
-        let mut b = Browser::launch().await;
+    block_on(async {
+        let mut b = Browser::launch(&[]).await;
 
         // The demo page: state, join, send, the message in the log.
         let demo = b.open(&page).await;
