@@ -5,7 +5,7 @@
 //! With no API key configured the API is off and connections go straight
 //! to the WebSocket handshake. With keys, the request head is read here
 //! first; a request for another path continues to the handshake with the
-//! bytes already read replayed ([`Replayed`]).
+//! bytes already read replayed.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
