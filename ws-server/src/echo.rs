@@ -43,7 +43,11 @@ pub async fn serve_echo<R: Runtime>(
                     let result = match tls {
                         None => echo_connection(rt2, io, &config, &shutdown).await,
                         Some(tls) => match Box::pin(tls.handshake(&rt2, io, &config)).await {
-                            Ok((io, config)) => echo_connection(rt2, io, &config, &shutdown).await,
+                            // Boxed: the TLS stream inline would size
+                            // every connection's task, plain ones too.
+                            Ok((io, config)) => {
+                                Box::pin(echo_connection(rt2, io, &config, &shutdown)).await
+                            }
                             Err(e) => Err(e),
                         },
                     };

@@ -273,6 +273,15 @@ mod tests {
         }
     }
 
+    /// `name`, with a token that expires at `expiry`, admitted at `now`.
+    fn user_until(name: &str, now: u64, expiry: u64) -> Admission {
+        Admission::Upgrade(Admitted {
+            identity: Identity::user(name),
+            resume: None,
+            token_expiry: Some((now, expiry)),
+        })
+    }
+
     fn user(name: &str) -> Admission {
         Admission::Upgrade(Admitted {
             identity: Identity::user(name),
@@ -380,9 +389,9 @@ mod tests {
             admit_with(&upgrade(target, headers), &peer(), &auth, now)
         };
         let query = format!("/?token={token}");
-        assert_eq!(at(&query, "", 999), user("alice"));
+        assert_eq!(at(&query, "", 999), user_until("alice", 999, 1_000));
         let bearer = format!("Authorization: Bearer {token}\r\n");
-        assert_eq!(at("/", &bearer, 999), user("alice"));
+        assert_eq!(at("/", &bearer, 999), user_until("alice", 999, 1_000));
         let expired = at(&query, "", 1_000);
         assert_eq!(
             expired,
@@ -403,7 +412,7 @@ mod tests {
         assert_eq!(status(&at("/", &basic, 0)), Some(401));
         // The query token wins over the header.
         let other = format!("Authorization: Bearer {}\r\n", auth.issue("bob", 1_000));
-        assert_eq!(at(&query, &other, 0), user("alice"));
+        assert_eq!(at(&query, &other, 0), user_until("alice", 0, 1_000));
         let Admission::Refused(refusal) = expired else {
             unreachable!()
         };
@@ -424,7 +433,10 @@ mod tests {
         // A token, when given, is what counts (and must be valid).
         let token = auth.issue("alice", 10);
         let req = upgrade(&format!("/?token={token}"), "");
-        assert_eq!(admit_with(&req, &with_cert, &auth, 0), user("alice"));
+        assert_eq!(
+            admit_with(&req, &with_cert, &auth, 0),
+            user_until("alice", 0, 10)
+        );
         assert_eq!(status(&admit_with(&req, &with_cert, &auth, 10)), Some(401));
         // The per-IP limit and the Origin come first.
         let full = Peer {

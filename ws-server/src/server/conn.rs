@@ -58,7 +58,9 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     };
     ServerCounters::bump(&shared.counters.tls_handshakes);
     let user = io.peer_user();
-    serve_upgrade(rt, io, peer, &shared, slot, config, user).await;
+    // Boxed: a TLS stream (rustls state, over a kilobyte) held inline would
+    // size every connection task's future, plain ones included.
+    Box::pin(serve_upgrade(rt, io, peer, &shared, slot, config, user)).await;
 }
 
 /// The WebSocket handshake and then the connection's life; `cert_user`
