@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use ws_hub::{
     Action, BusMessage, BusTarget, Command, ConnId, Hub, HubConfig, Identity, OutboundConfig,
-    OutboundQueue, PushOutcome, ResumeRequest, RoomName, SlowConsumerPolicy, UserId,
+    OutboundQueue, PushOutcome, ResumeRequest, RoomName, SessionSecret, SlowConsumerPolicy, UserId,
 };
 
 const MAX_CONNECTIONS: usize = 4;
@@ -300,7 +300,8 @@ fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let Ok(config) = config(&mut u) else { return };
     let outbound = config.outbound;
-    let mut hub = Hub::with_defaults(config).unwrap();
+    // A fixed, non-zero secret: the fuzzer needs repeatable runs.
+    let mut hub = Hub::with_defaults(config, SessionSecret::new([7; 32])).unwrap();
     let mut ad = Adapter {
         queues: HashMap::new(),
         closed: HashSet::new(),
