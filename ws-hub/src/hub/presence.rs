@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::Hub;
 use crate::id::{ConnId, RoomName, UserId};
-use crate::protocol::{NackReason, Op, PresenceEntry, ServerMessage};
+use crate::protocol::{Op, PresenceEntry, ServerMessage};
 use crate::room::Change;
 use crate::session::SessionKey;
 
@@ -38,11 +38,7 @@ impl Hub {
             return;
         }
         let name = RoomName::new(room);
-        let allowed = self
-            .user(conn)
-            .is_some_and(|u| self.authoriser.may_presence(u, &name));
-        if !allowed {
-            self.nack(conn, op, id, Some(room), NackReason::Forbidden);
+        if !self.authorise(conn, op, id, Some(room), |a, u| a.may_presence(u, &name)) {
             return;
         }
         let (user_count, connection_count) = self.rooms.get(room).map_or((0, 0), |r| {

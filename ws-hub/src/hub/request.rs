@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::timeouts::Timer;
 use super::{CLOSE_POLICY, Hub};
 use crate::action::Action;
+use crate::auth::Authoriser;
 use crate::bus::BusTarget;
 use crate::id::{ConnId, RoomName, UserId};
 use crate::protocol::{ClientMessage, ErrorCode, NackReason, Op, ServerMessage};
@@ -172,11 +173,7 @@ impl Hub {
             return;
         }
         let to = UserId::new(to);
-        let allowed = self
-            .user(conn)
-            .is_some_and(|u| self.authoriser.may_send(u, &to));
-        if !allowed {
-            self.nack(conn, Op::Send, Some(id), None, NackReason::Forbidden);
+        if !self.authorise(conn, Op::Send, Some(id), None, |a, u| a.may_send(u, &to)) {
             return;
         }
         if !self.config.cluster && !self.users.contains_key(&to) {
@@ -191,11 +188,9 @@ impl Hub {
             self.bad_request(now, conn, Op::Broadcast, Some(id));
             return;
         }
-        let allowed = self
-            .user(conn)
-            .is_some_and(|u| self.authoriser.may_broadcast(u));
-        if !allowed {
-            self.nack(conn, Op::Broadcast, Some(id), None, NackReason::Forbidden);
+        if !self.authorise(conn, Op::Broadcast, Some(id), None, |a, u| {
+            a.may_broadcast(u)
+        }) {
             return;
         }
         self.publish(now, conn, Op::Broadcast, BusTarget::Broadcast, id, data);
@@ -294,6 +289,25 @@ impl Hub {
 
     fn valid_name(&self, s: &str) -> bool {
         !s.is_empty() && s.len() <= self.config.max_name_len
+    }
+
+    /// Whether the [`Authoriser`] lets `conn`'s user make this request
+    /// (`may` asks it); if not, the request is nacked `forbidden`.
+    pub(super) fn authorise(
+        &mut self,
+        conn: ConnId,
+        op: Op,
+        id: Option<&str>,
+        room: Option<&str>,
+        may: impl FnOnce(&dyn Authoriser, &UserId) -> bool,
+    ) -> bool {
+        let allowed = self
+            .user(conn)
+            .is_some_and(|u| may(self.authoriser.as_ref(), u));
+        if !allowed {
+            self.nack(conn, op, id, room, NackReason::Forbidden);
+        }
+        allowed
     }
 
     pub(super) fn nack(
