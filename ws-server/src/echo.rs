@@ -42,14 +42,9 @@ pub async fn serve_echo<R: Runtime>(
                     let _guard = guard;
                     let result = match tls {
                         None => echo_connection(rt2, io, &config, &shutdown).await,
-                        Some(tls) => match Box::pin(tls.handshake(&rt2, io, &config)).await {
-                            // Boxed: the TLS stream inline would size
-                            // every connection's task, plain ones too.
-                            Ok((io, config)) => {
-                                Box::pin(echo_connection(rt2, io, &config, &shutdown)).await
-                            }
-                            Err(e) => Err(e),
-                        },
+                        // Boxed: a TLS stream held in this future would
+                        // size every connection's task, plain ones too.
+                        Some(tls) => Box::pin(echo_tls(rt2, io, &tls, &config, &shutdown)).await,
                     };
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -67,6 +62,20 @@ pub async fn serve_echo<R: Runtime>(
     let deadline = rt.now() + grace;
     future::or(shutdown.drained(), rt.sleep_until(deadline)).await;
     Ok(())
+}
+
+/// One echo connection over TLS: the TLS handshake, then
+/// [`echo_connection`].
+async fn echo_tls<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    tls: &ServerTls,
+    config: &WsConfig,
+    shutdown: &Shutdown,
+) -> Result<(), WsError> {
+    // Boxed: its state is freed once the handshake is done.
+    let (io, config) = Box::pin(tls.handshake(&rt, io, config)).await?;
+    echo_connection(rt, io, &config, shutdown).await
 }
 
 /// One echo connection.

@@ -264,7 +264,9 @@ pub(crate) async fn intercept<T: Transport, R: Runtime>(
         .handshake_timeout
         .unwrap_or(Duration::from_secs(10));
     let deadline = rt.now() + timeout;
-    let head_end = within(rt, deadline, read_head(&mut replay, limit)).await;
+    // The futures below are boxed: inline, their state would size every
+    // connection's task, including the ones that never use the API.
+    let head_end = within(rt, deadline, Box::pin(read_head(&mut replay, limit))).await;
     let Some(Ok(Some(head_end))) = head_end else {
         // Timed out, closed, too large or not HTTP: the handshake code
         // answers (or times out) exactly as without the API.
@@ -273,11 +275,12 @@ pub(crate) async fn intercept<T: Transport, R: Runtime>(
     if !is_api(&replay.prefix[..head_end]) {
         return Some(replay);
     }
-    let answer = match within(rt, deadline, serve(rt, &mut replay, head_end, keys, shared)).await {
+    let serving = Box::pin(serve(rt, &mut replay, head_end, keys, shared));
+    let answer = match within(rt, deadline, serving).await {
         Some(answer) => answer,
         None => error(408, "timeout", "request not received in time"),
     };
-    respond(&mut replay.inner, answer).await;
+    Box::pin(respond(&mut replay.inner, answer)).await;
     None
 }
 

@@ -21,6 +21,7 @@ use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
+use super::tls::ServerTls;
 use ws_async::Incoming;
 use ws_async::WsError;
 use ws_async::{Decision, accept_with};
@@ -47,6 +48,20 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
         ServerCounters::bump(&shared.counters.ip_limit_refusals);
         return;
     }
+    // Boxed: a TLS stream (rustls state, over a kilobyte) held in this
+    // future would size every connection task, plain ones included.
+    Box::pin(serve_tls(rt, io, peer, &shared, slot, tls)).await;
+}
+
+/// A connection on a TLS port: the TLS handshake, then [`serve_upgrade`].
+async fn serve_tls<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    peer: SocketAddr,
+    shared: &Shared,
+    slot: Option<IpSlot<'_>>,
+    tls: &ServerTls,
+) {
     // Boxed, like the WebSocket handshake below: freed once done.
     let (io, config) = match Box::pin(tls.handshake(&rt, io, &shared.config.ws)).await {
         Ok(done) => done,
@@ -58,9 +73,7 @@ pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
     };
     ServerCounters::bump(&shared.counters.tls_handshakes);
     let user = io.peer_user();
-    // Boxed: a TLS stream (rustls state, over a kilobyte) held inline would
-    // size every connection task's future, plain ones included.
-    Box::pin(serve_upgrade(rt, io, peer, &shared, slot, config, user)).await;
+    serve_upgrade(rt, io, peer, shared, slot, config, user).await;
 }
 
 /// The WebSocket handshake and then the connection's life; `cert_user`
