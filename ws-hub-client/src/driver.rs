@@ -10,7 +10,7 @@ use ws_async::{Incoming, Runtime, WebSocket, WsError};
 use ws_hub::client::{Action, Client, Event, Input, OpError, State};
 use ws_proto::{CloseCode, HandshakeError, Message};
 
-use crate::{ClientError, ClientOptions, Command, HubEvent, ReplyTx, TokenProvider};
+use crate::{ClientError, ClientOptions, Command, ReplyTx, TokenProvider};
 
 /// The transport: plain TCP, or with feature `tls` plain or TLS.
 #[cfg(feature = "tls")]
@@ -32,7 +32,7 @@ pub(crate) struct Driver<R: Runtime> {
     rt: R,
     core: Client,
     commands: async_channel::Receiver<Command>,
-    events: async_channel::Sender<HubEvent>,
+    events: async_channel::Sender<Event>,
     replies: HashMap<String, ReplyTx>,
     token_provider: Option<TokenProvider>,
     options: ClientOptions,
@@ -47,7 +47,7 @@ impl<R: Runtime> Driver<R> {
         rt: R,
         core: Client,
         commands: async_channel::Receiver<Command>,
-        events: async_channel::Sender<HubEvent>,
+        events: async_channel::Sender<Event>,
         options: ClientOptions,
     ) -> Self {
         Self {
@@ -239,12 +239,7 @@ impl<R: Runtime> Driver<R> {
                     }
                     continue;
                 }
-                Event::Message(m) => HubEvent::Message(m),
-                Event::State(s) => HubEvent::State(s),
-                Event::Gap(g) => HubEvent::Gap(g),
-                Event::RejoinFailed { room, reason } => HubEvent::RejoinFailed { room, reason },
-                Event::ServerError { code, message } => HubEvent::ServerError { code, message },
-                _ => continue,
+                other => other,
             };
             let _ = self.events.send(event).await;
         }

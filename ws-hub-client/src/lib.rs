@@ -175,31 +175,10 @@ pub enum ClientError {
     Stopped,
 }
 
-/// What the client reports besides answers to requests.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum HubEvent {
-    /// A new message (duplicates are already filtered).
-    Message(Message),
-    /// The connection state changed.
-    State(StateChange),
-    /// Messages were lost (resume failed, or the server dropped some).
-    Gap(Gap),
-    /// A room could not be joined again after a lost session.
-    RejoinFailed {
-        /// The room.
-        room: String,
-        /// The nack reason.
-        reason: String,
-    },
-    /// The server sent an `error`.
-    ServerError {
-        /// Its code.
-        code: String,
-        /// Its message.
-        message: String,
-    },
-}
+/// What the client reports: the core's [`Event`](ws_hub::client::Event)s,
+/// except answers to requests, which resolve their [`Reply`] instead (so
+/// `Event::Reply` never appears on the stream).
+pub use ws_hub::client::Event as HubEvent;
 
 type ReplyTx = async_channel::Sender<Result<Ack, ClientError>>;
 
