@@ -21,6 +21,13 @@
 //   message  the server's `message` object (new to this client)
 //   gap      {reason, last_seq[, count]}  messages were lost: resync
 //   rejoin_failed {room, reason}
+//   token_expiring {expires_in_ms}  the server's warning; with `getToken` the
+//                  client asks it for a new token and sends `refresh`
+//   token_refreshed {}              the server accepted the new token
+//   refresh_failed {reason}         refused (`forbidden`, `invalid_token`, ...) or
+//                  `no_token` (getToken had nothing new); the server closes with
+//                  4001 at expiry and the client reconnects with getToken's next
+//                  token and resumes
 //   server_error  the server's `error` object
 //   online / offline   the browser's network status (reconnects at once when back online)
 //
@@ -82,7 +89,8 @@ export class HubClient extends EventTarget {
    * @param {string} url  the hub's WebSocket URL, e.g. `wss://host/ws`
    * @param {object} [options]
    * @param {string} [options.token]            fixed token (`?token=`)
-   * @param {() => (string|null|Promise<string|null>)} [options.getToken]  asked before every attempt
+   * @param {() => (string|null|Promise<string|null>)} [options.getToken]  asked before every attempt,
+   *   and on `token_expiring` (the answer is sent as `refresh`)
    * @param {number} [options.minDelay=500]     backoff bounds, ms
    * @param {number} [options.maxDelay=20000]
    * @param {number} [options.stableAfter=10000] a connection up this long resets the backoff
@@ -118,6 +126,8 @@ export class HubClient extends EventTarget {
     this._n = 0;
     this._pinged = false;
     this._maxMessage = 0;            // the server's max_message_size, from welcome
+    this._token = null;              // the token of the current connection
+    this._renewal = null;            // null, "asking" (getToken), or the id of the refresh sent
     this._onOnline = () => { this._emit("online", {}); if (this.state === "disconnected" && this._timer) { this._attempt = 0; this._clearTimer(); this._open(); } };
     this._onOffline = () => { this._emit("offline", {}); if (this._ws) this._lost(null, "offline"); };
   }
@@ -198,6 +208,8 @@ export class HubClient extends EventTarget {
       if (this._attemptToken !== attempt || this.state !== "connecting") return;
     }
     this._resuming = this.session ? { session: this.session, lastSeq: this.lastSeq } : null;
+    this._token = token || null;
+    this._renewal = null;
     const q = [];
     if (token) q.push(`token=${encodeURIComponent(token)}`);
     if (this._resuming) q.push(`session=${encodeURIComponent(this.session)}`, `last_seq=${this.lastSeq}`);
@@ -279,7 +291,11 @@ export class HubClient extends EventTarget {
         break;
       }
       case "dropped": this._emit("gap", { reason: "dropped", last_seq: this.lastSeq, count: m.count }); break;
-      case "ack": case "nack": this._onReply(m); break;
+      case "token_expiring": this._onTokenExpiring(m); break;
+      case "ack": case "nack":
+        if (m.op === "refresh") this._onRefreshReply(m);
+        else this._onReply(m);
+        break;
       case "message":
         if (typeof m.seq !== "number") return;
         if (this.options.deliveryAcks) this._ws.send(`{"type":"ack","seq":${m.seq}}`);
@@ -320,6 +336,35 @@ export class HubClient extends EventTarget {
     }
     for (const p of this._pending) ws.send(p.frame);
     this._watchdog();
+  }
+
+  /** `token_expiring`: ask getToken (once per warning) and send `refresh`. */
+  async _onTokenExpiring(m) {
+    this._emit("token_expiring", { expires_in_ms: m.expires_in_ms });
+    if (!this.options.getToken || this._renewal !== null) return;
+    const ws = this._ws;
+    this._renewal = "asking";
+    let token;
+    try { token = await this.options.getToken(); } catch { token = null; }
+    if (this._ws !== ws || this.state !== "connected") return;   // that connection is gone
+    if (!token || token === this._token) {
+      // Nothing new to renew with: the 4001 close at expiry leads to a
+      // reconnection, which asks getToken again.
+      this._renewal = null;
+      this._emit("refresh_failed", { reason: "no_token" });
+      return;
+    }
+    const id = this._freshId();
+    this._token = token;
+    this._renewal = id;
+    ws.send(JSON.stringify({ type: "refresh", token, id }));
+  }
+
+  _onRefreshReply(m) {
+    if (this._renewal === null || m.id !== this._renewal) return;
+    this._renewal = null;
+    if (m.type === "ack") this._emit("token_refreshed", {});
+    else this._emit("refresh_failed", { reason: m.reason });
   }
 
   _onReply(m) {

@@ -557,8 +557,9 @@ pub fn check_api_key_cli(bin: &str) {
 
 /// A node started from `bin` with Redis and a short presence TTL is
 /// killed with SIGKILL: its users, listed by the other (in-process) node's
-/// `GET /api/presence` while it lived, disappear once its part of the
-/// presence table expires in Redis.
+/// `GET /api/presence` and WebSocket `presence` while it lived (and the
+/// binary's own `presence` answer lists the other node's users),
+/// disappear once its part of the presence table expires in Redis.
 pub fn check_killed_node_presence_expires(bin: &str) {
     const SECRET: &str = "killed-node-secret";
     const KEY: &str = "killed-node-key";
@@ -602,16 +603,35 @@ pub fn check_killed_node_presence_expires(bin: &str) {
     };
     let addr: SocketAddr = addr.parse().expect("address");
     let rt = runtime_smol::SmolRuntime::default();
-    let target = format!("/ws?token={}", crate::hub_client::token(SECRET, "dora"));
-    let client = smol::block_on(async {
-        let mut c = crate::hub_client::HubClient::connect(rt, addr, &target)
+    let as_user = |u: &str| format!("/ws?token={}", crate::hub_client::token(SECRET, u));
+    async fn ask(
+        c: &mut crate::hub_client::HubClient<runtime_smol::SmolRuntime>,
+        id: &str,
+    ) -> serde_json::Value {
+        c.request(serde_json::json!({"type": "presence", "room": "lobby", "id": id}))
+            .await;
+        c.expect_where(id, |v| v["id"] == id).await
+    }
+    let (mut client, mut sam) = smol::block_on(async {
+        let mut c = crate::hub_client::HubClient::connect(rt.clone(), addr, &as_user("dora"))
             .await
             .expect("connect");
         assert_eq!(c.join("lobby").await["type"], "ack");
-        c
+        let mut sam = crate::hub_client::HubClient::connect(rt, survivor.addr, &as_user("sam"))
+            .await
+            .expect("connect");
+        assert_eq!(sam.join("lobby").await["type"], "ack");
+        (c, sam)
     });
-    eventually("the survivor sees dora", || presence()["user_count"] == 1);
+    eventually("the survivor sees dora", || presence()["user_count"] == 2);
     assert_eq!(presence()["users"][0]["user"], "dora");
+    // The WebSocket `presence` answer covers both nodes, on the binary too.
+    let both =
+        serde_json::json!([{"user": "dora", "connections": 1}, {"user": "sam", "connections": 1}]);
+    eventually("the binary's presence covers both nodes", || {
+        smol::block_on(ask(&mut client, "q1"))["users"] == both
+    });
+    assert_eq!(smol::block_on(ask(&mut sam, "q2"))["users"], both);
     let pid = doomed.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -624,7 +644,12 @@ pub fn check_killed_node_presence_expires(bin: &str) {
     eventually("the killed node's part expires", || {
         redis.command(&["EXISTS", "ws-hub:presence:doomed"]) == ["0"]
     });
-    assert_eq!(presence()["user_count"], 0);
-    drop(client);
+    assert_eq!(presence()["user_count"], 1);
+    assert_eq!(
+        smol::block_on(ask(&mut sam, "q3")),
+        serde_json::json!({"type": "presence", "room": "lobby", "id": "q3", "user_count": 1,
+            "connection_count": 1, "users": [{"user": "sam", "connections": 1}]})
+    );
+    drop((client, sam));
     drop(survivor);
 }

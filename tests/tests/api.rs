@@ -103,6 +103,9 @@ fn the_api_needs_a_key_and_answers_errors_as_json() {
             ("/api/disconnect", r#"{"code":4000}"#),
             ("/api/disconnect", r#"{"user":"u","code":1000}"#),
             ("/api/disconnect", r#"{"user":"u","code":4001}"#),
+            ("/api/disconnect", r#"{"user":"u","code":5000}"#),
+            ("/api/disconnect", r#"{"user":"","code":4002}"#),
+            ("/api/disconnect", r#"{"user":"u","reason":7}"#),
         ] {
             let (status, v) = call(addr, "POST", path, Some("first-key"), bad);
             assert_eq!(
@@ -111,6 +114,20 @@ fn the_api_needs_a_key_and_answers_errors_as_json() {
                 "{srv:?} {path} {bad}"
             );
         }
+        // A reason must fit in a close frame: 123 bytes of UTF-8.
+        let long = json!({"user": "u", "reason": "é".repeat(62)}).to_string();
+        let (status, v) = call(addr, "POST", "/api/disconnect", Some("first-key"), &long);
+        assert_eq!(
+            (status, &v["error"]),
+            (400, &json!("bad_request")),
+            "{srv:?}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("123 bytes")),
+            "{v}"
+        );
         let (status, v) = call(addr, "GET", "/api/presence", Some("first-key"), "");
         assert_eq!((status, &v["error"]), (400, &json!("bad_request")));
         // Oversized body: 413, and the server stays up.
@@ -216,15 +233,22 @@ fn every_endpoint_reaches_the_websocket_clients() {
                 "{s}"
             );
 
-            // disconnect: bob's connections close with the code given.
+            // disconnect: bob's connections close with the code and the
+            // reason given (up to 123 bytes of UTF-8).
+            let reason = format!("maintenance: {}", "é".repeat(54));
+            assert_eq!(reason.len(), 121);
             let (status, v) = post(
                 addr,
                 "/api/disconnect",
-                json!({"user": "bob", "code": 4010}),
+                json!({"user": "bob", "code": 4010, "reason": reason}),
             );
             assert_eq!((status, v), (200, json!({"ok": true, "closed": 1})));
             let close = bob.closed().await;
-            assert_eq!(close.code.0, 4010, "{srv:?}: {close:?}");
+            assert_eq!(
+                (close.code.0, close.reason.as_str()),
+                (4010, reason.as_str()),
+                "{srv:?}"
+            );
             // Kept for resume unless `discard`.
             wait_metric(addr, "ws_detached_sessions", |v| v == 1);
             let (_, v) = post(

@@ -4,7 +4,10 @@
 //! an id retried on the other node is not delivered twice. Presence: each
 //! node keeps its part of the presence table in Redis with a TTL it
 //! refreshes, `GET /api/presence` on either node covers both, and the
-//! users of a node that stops refreshing disappear once its part expires.
+//! users of a node that stops refreshing disappear once its part expires;
+//! so does the WebSocket `presence` / `presence_stats` answer. A disconnect
+//! through one node closes the user's connections on the other, with the
+//! reason given.
 
 // Test harness: wall-clock deadlines are fine here (the ban is for the
 // sans-IO cores).
@@ -137,6 +140,22 @@ fn api_messages_reach_clients_on_both_nodes() {
             let seen = c.barrier().await;
             assert!(seen.iter().all(|v| v["id"] != "news-1"), "{seen:?}");
         }
+        // A disconnect through node B closes alice's connection on node A
+        // with the code and reason given.
+        wait_numsub(&redis, "ws-hub:control", 2);
+        assert_eq!(
+            post(
+                addr_b,
+                "/api/disconnect",
+                &json!({"user": "alice", "code": 4020, "reason": "banni pour 24 h"})
+            ),
+            (200, json!({"ok": true, "closed": 0}))
+        );
+        let close = on_a.closed().await;
+        assert_eq!(
+            (close.code.0, close.reason.as_str()),
+            (4020, "banni pour 24 h")
+        );
     });
     drop((a, b));
     drop(redis);
@@ -151,6 +170,13 @@ fn presence(addr: SocketAddr, room: &str) -> Value {
     );
     assert_eq!(reply.status, 200, "{reply:?}");
     serde_json::from_str(&reply.body).expect("JSON")
+}
+
+/// Asks `presence` or `presence_stats` for `lobby` over the WebSocket.
+async fn ws_presence(c: &mut HubClient<runtime_smol::SmolRuntime>, ty: &str, id: &str) -> Value {
+    c.request(json!({"type": ty, "room": "lobby", "id": id}))
+        .await;
+    c.expect_where(id, |v| v["id"] == id).await
 }
 
 /// Waits (bounded) until `check` holds.
@@ -192,6 +218,24 @@ fn presence_covers_both_nodes_and_a_stopped_node_expires() {
             presence(addr, "lobby") == both
         });
     }
+    // The WebSocket `presence` and `presence_stats` answers cover both
+    // nodes too, from a client on either.
+    smol::block_on(async {
+        for i in [0, 2] {
+            let p = ws_presence(&mut clients[i], "presence", "q1").await;
+            let mut want = both.clone();
+            want["type"] = json!("presence");
+            want["id"] = json!("q1");
+            assert_eq!(p, want, "client {i}");
+            let s = ws_presence(&mut clients[i], "presence_stats", "q2").await;
+            assert_eq!(
+                s,
+                json!({"type": "presence_stats", "room": "lobby", "id": "q2",
+                    "user_count": 2, "connection_count": 4}),
+                "client {i}"
+            );
+        }
+    });
     // Each node's part is a hash with a TTL.
     let ttl: i64 = redis.command(&["PTTL", "ws-hub:presence:node-b"])[0]
         .parse()
@@ -213,6 +257,13 @@ fn presence_covers_both_nodes_and_a_stopped_node_expires() {
         json!({"room": "lobby", "user_count": 1, "connection_count": 2,
             "users": [{"user": "alice", "connections": 2}]})
     );
+    smol::block_on(async {
+        assert_eq!(
+            ws_presence(&mut clients[1], "presence", "q3").await,
+            json!({"type": "presence", "room": "lobby", "id": "q3", "user_count": 1,
+                "connection_count": 2, "users": [{"user": "alice", "connections": 2}]})
+        );
+    });
     drop(clients);
     drop(a);
     drop(redis);

@@ -6,6 +6,7 @@
 //! never about timing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -298,4 +299,174 @@ fn over_tls_reconnects_and_resumes_tokio() {
 #[test]
 fn over_tls_reconnects_and_resumes_smol() {
     over_tls(Rt::Smol);
+}
+
+/// Unix seconds now (the token scheme's clock).
+fn unix_now() -> u64 {
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the renewal test's client saw, in order.
+fn renewal_log(e: &HubEvent) -> Option<String> {
+    match e {
+        HubEvent::State(s) => Some(format!("{} {:?} {}", s.to, s.code, s.reason)),
+        HubEvent::TokenExpiring { expires_in_ms } => Some(format!("expiring {expires_in_ms}")),
+        HubEvent::TokenRefreshed => Some("refreshed".into()),
+        HubEvent::TokenRefreshFailed { reason } => Some(format!("refresh failed {reason}")),
+        HubEvent::Gap(g) => Some(format!("gap {}", g.to_json())),
+        _ => None,
+    }
+}
+
+/// Against a server with `--auth-secret` and tokens that live two
+/// seconds: the client renews its token from its provider on every
+/// `token_expiring`, so the connection outlives its first token. Then the
+/// provider has nothing new: the server closes with 4001 at expiry, and
+/// the client reconnects with a fresh token from the provider and resumes
+/// its session (no gap).
+fn token_renewal(rt: Rt) {
+    let settings = Settings {
+        auth_secret: Some(SECRET.to_owned()),
+        token_expiring_before_ms: Some(1500),
+        ..Settings::default()
+    };
+    let server = start_hub(
+        rt,
+        ServerConfig::from_settings(&settings).expect("settings"),
+    );
+    let url = format!("ws://{}/ws", server.addr);
+    // The provider mints two-second tokens (each expiring after the last:
+    // HMAC tokens of one user and expiry are identical). In mode REPEAT it
+    // hands out the last token once more (nothing new to renew with), then
+    // mints tokens that live an hour.
+    const RENEW: u8 = 0;
+    const REPEAT: u8 = 1;
+    const LONG: u8 = 2;
+    let auth = ws_hub::HmacTokenAuth::new(SECRET.as_bytes().to_vec());
+    let mode = Arc::new(AtomicU8::new(RENEW));
+    let issued: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let provider: ws_hub_client::TokenProvider = {
+        let (mode, issued) = (mode.clone(), issued.clone());
+        Arc::new(move || {
+            let mut issued = issued.lock().expect("lock");
+            let ttl = match mode.load(Ordering::SeqCst) {
+                RENEW => 2,
+                REPEAT => {
+                    mode.store(LONG, Ordering::SeqCst);
+                    return issued.last().map(|(t, _)| t.clone());
+                }
+                _ => 3600,
+            };
+            let after_last = issued.last().map_or(0, |(_, e)| e + 1);
+            let expires = (unix_now() + ttl).max(after_last);
+            let token = auth.issue("alice", expires);
+            issued.push((token.clone(), expires));
+            Some(token)
+        })
+    };
+    on_runtime!(rt, |r| async move {
+        let mut o = ClientOptions::default();
+        o.token_provider = Some(provider);
+        o.backoff_min = Duration::from_millis(5);
+        o.backoff_max = Duration::from_millis(200);
+        let client = connect(r.clone(), &url, o).expect("client");
+        let events = client.events();
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = log.clone();
+        r.spawn(async move {
+            while let Ok(e) = events.recv().await {
+                if let Some(line) = renewal_log(&e) {
+                    seen.lock().expect("lock").push(line);
+                }
+            }
+        });
+        acked(&r, "join", client.join("renewal")).await;
+        let first_expiry = issued.lock().expect("lock")[0].1;
+        // Bounded wait until the first token has expired and a refresh
+        // went through.
+        for _ in 0..1000 {
+            let refreshed = log.lock().expect("lock").iter().any(|l| l == "refreshed");
+            if refreshed && unix_now() > first_expiry {
+                break;
+            }
+            sleep(&r, Duration::from_millis(10)).await;
+        }
+        assert!(
+            unix_now() > first_expiry,
+            "{rt:?}: never past the first expiry"
+        );
+        acked(
+            &r,
+            "publish after the first expiry",
+            client.publish("renewal", &json!(1)).expect("data"),
+        )
+        .await;
+        {
+            let log = log.lock().expect("lock");
+            assert!(log.iter().any(|l| l == "refreshed"), "{rt:?}: {log:?}");
+            assert_eq!(
+                log.iter().filter(|l| l.starts_with("connected")).count(),
+                1,
+                "{rt:?}: the connection stayed up: {log:?}"
+            );
+            assert!(
+                !log.iter().any(|l| l.starts_with("disconnected")),
+                "{rt:?}: {log:?}"
+            );
+        }
+        // No new token any more: 4001 at expiry, then a reconnection with
+        // a fresh one that resumes the session.
+        mode.store(REPEAT, Ordering::SeqCst);
+        for _ in 0..1000 {
+            if log
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.ends_with("resumed"))
+            {
+                break;
+            }
+            sleep(&r, Duration::from_millis(10)).await;
+        }
+        {
+            let log = log.lock().expect("lock");
+            let expired = log
+                .iter()
+                .position(|l| l == "disconnected Some(4001) token expired")
+                .unwrap_or_else(|| panic!("{rt:?}: no 4001 close: {log:?}"));
+            assert!(
+                log[..expired]
+                    .iter()
+                    .any(|l| l == "refresh failed no_token"),
+                "{rt:?}: {log:?}"
+            );
+            assert_eq!(
+                log.last().map(String::as_str),
+                Some("connected None resumed"),
+                "{rt:?}: {log:?}"
+            );
+            assert!(!log.iter().any(|l| l.starts_with("gap")), "{rt:?}: {log:?}");
+        }
+        acked(
+            &r,
+            "publish after the resume",
+            client.publish("renewal", &json!(2)).expect("data"),
+        )
+        .await;
+        client.close().await;
+    });
+    drop(server);
+}
+
+#[test]
+fn token_renewal_keeps_the_connection_and_4001_resumes_tokio() {
+    token_renewal(Rt::Tokio);
+}
+
+#[test]
+fn token_renewal_keeps_the_connection_and_4001_resumes_smol() {
+    token_renewal(Rt::Smol);
 }

@@ -84,8 +84,10 @@ macro_rules! adapter_hub_client {
     };
 }
 
-/// Asked for a token before every connection attempt (and after a 401);
-/// `None` for none.
+/// Asked for a token before every connection attempt (and after a 401),
+/// and when the server says the connection's token is expiring
+/// (`token_expiring`): the client then sends `refresh` with the answer, so
+/// the connection outlives its first token. `None` for none.
 pub type TokenProvider = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Settings of [`connect`].

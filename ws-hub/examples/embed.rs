@@ -79,7 +79,7 @@ struct Conn {
     /// The hub asked for a heartbeat ping.
     ping: bool,
     /// The hub asked to close (after what is queued).
-    close: Option<(u16, &'static str)>,
+    close: Option<(u16, ws_hub::CloseReason)>,
 }
 
 struct Shared {
@@ -218,7 +218,7 @@ fn write_loop(shared: &Shared, mut stream: &TcpStream) -> io::Result<()> {
                 let _ = c.ws.ping(Bytes::new());
             }
             if let Some((code, reason)) = c.close.take() {
-                let _ = c.ws.close(now, CloseCode(code), reason);
+                let _ = c.ws.close(now, CloseCode(code), reason.as_str());
             }
         }
         if c.ws.poll_timeout().is_some_and(|at| at <= now) {

@@ -1,8 +1,13 @@
 //! Outputs of the hub: what the adapter must do.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use bytes::Bytes;
 
 use crate::BusMessage;
+use crate::error::CloseReasonError;
+use crate::hub::PresenceQuery;
 use crate::id::{ConnId, RoomName};
 
 /// The bytes of one outbound WebSocket **text** message, in two parts.
@@ -62,6 +67,57 @@ impl Payload {
     }
 }
 
+/// The reason text of a WebSocket close frame: valid UTF-8 of at most
+/// [`CloseReason::MAX_LEN`] (123) bytes, the room RFC 6455 leaves in a
+/// control frame (125 bytes) after the two-byte code.
+///
+/// ```
+/// use ws_hub::CloseReason;
+///
+/// assert_eq!(CloseReason::new("maintenance".to_owned()).unwrap().as_str(), "maintenance");
+/// assert!(CloseReason::new("é".repeat(62)).is_err()); // 124 bytes
+/// // The hub's own fixed reasons are cut (at a character boundary) if needed.
+/// assert_eq!(CloseReason::from("idle timeout").as_str(), "idle timeout");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CloseReason(Cow<'static, str>);
+
+impl CloseReason {
+    /// Longest reason, in bytes.
+    pub const MAX_LEN: usize = 123;
+
+    /// `reason`, if it has at most [`MAX_LEN`](Self::MAX_LEN) bytes.
+    pub fn new(reason: String) -> Result<Self, CloseReasonError> {
+        if reason.len() > Self::MAX_LEN {
+            return Err(CloseReasonError::TooLong { len: reason.len() });
+        }
+        Ok(Self(Cow::Owned(reason)))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&'static str> for CloseReason {
+    /// A fixed reason, cut to [`MAX_LEN`](Self::MAX_LEN) bytes at a
+    /// character boundary if longer.
+    fn from(reason: &'static str) -> Self {
+        let mut end = reason.len().min(Self::MAX_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self(Cow::Borrowed(&reason[..end]))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Something the adapter must do, pulled with
 /// [`Hub::poll_action`](crate::Hub::poll_action).
 #[derive(Debug, Clone, PartialEq)]
@@ -91,8 +147,8 @@ pub enum Action {
         conn: ConnId,
         /// WebSocket close code (see `docs/PROTOCOL.md`).
         code: u16,
-        /// Close reason (short ASCII, well under the 123-byte limit).
-        reason: &'static str,
+        /// Close reason.
+        reason: CloseReason,
     },
     /// Publish this message on the cluster bus (only with
     /// [`HubConfig::cluster`](crate::HubConfig::cluster) enabled).
@@ -102,4 +158,11 @@ pub enum Action {
     SubscribeBus(RoomName),
     /// Stop receiving bus messages for this room: its last member left.
     UnsubscribeBus(RoomName),
+    /// Read the other nodes' parts of the presence table for this query
+    /// (only with [`HubConfig::cluster`](crate::HubConfig::cluster)), then
+    /// feed them back with
+    /// [`Command::ClusterPresence`](crate::Command::ClusterPresence); the
+    /// hub answers the client then. An adapter that cannot read them
+    /// feeds back `None` (the client is nacked `unavailable`).
+    QueryPresence(PresenceQuery),
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use crate::bus::BusMessage;
-use crate::id::{ConnId, Identity};
+use crate::hub::PresenceQuery;
+use crate::id::{ConnId, Identity, UserId};
 use crate::request::Request;
 
 /// A client's request to resume an earlier session, taken from the
@@ -149,6 +150,18 @@ pub enum Command {
     },
     /// A message from another node, received from the bus.
     Bus(BusMessage),
+    /// The answer to an [`Action::QueryPresence`](crate::Action::QueryPresence):
+    /// the other nodes' users of the query's room, each with its number of
+    /// member sessions (a user may appear more than once; counts add up),
+    /// or `None` if they could not be read (the client is nacked
+    /// `unavailable`). The hub adds its own members at this instant and
+    /// answers the client, if it is still connected.
+    ClusterPresence {
+        /// The query, as the action carried it.
+        query: PresenceQuery,
+        /// The other nodes' users and sessions.
+        others: Option<Vec<(UserId, u64)>>,
+    },
     /// Graceful shutdown: every connection gets `Close` 1001, and new
     /// connections are refused with 1001.
     Shutdown,

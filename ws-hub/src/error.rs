@@ -68,3 +68,16 @@ pub enum AuthError {
 #[derive(Debug, Error)]
 #[error("invalid bus message: {0}")]
 pub struct BusDecodeError(#[from] pub(crate) serde_json::Error);
+
+/// A close reason that does not fit in a close frame.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CloseReasonError {
+    /// More than [`CloseReason::MAX_LEN`](crate::CloseReason::MAX_LEN)
+    /// bytes of UTF-8.
+    #[error("a close reason may have at most 123 bytes of UTF-8, not {len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+}

@@ -103,15 +103,15 @@ mod room;
 mod session;
 mod timers;
 
-pub use action::{Action, Payload};
+pub use action::{Action, CloseReason, Payload};
 pub use auth::{AllowAll, AllowAnonymous, AuthRequest, Authenticator, Authoriser, HmacTokenAuth};
 pub use bus::{BusMessage, BusTarget, GLOBAL_CHANNEL, ROOM_CHANNEL_PREFIX};
 pub use command::{Command, ResumeRequest, query_param};
 pub use config::{HubConfig, MAX_DURATION};
-pub use error::{AuthError, BusDecodeError, ConfigError};
+pub use error::{AuthError, BusDecodeError, CloseReasonError, ConfigError};
 pub use hub::{
     API_PUBLISHER, ApiPublished, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY,
-    CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER, Hub, KEEP_SESSION, PresenceSnapshot,
+    CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER, Hub, KEEP_SESSION, PresenceQuery, PresenceSnapshot,
 };
 pub use id::{ConnId, Identity, RoomName, UserId};
 pub use metrics::{Metrics, NackCounts};

@@ -26,6 +26,8 @@ pub struct NackCounts {
     pub busy: u64,
     /// `invalid_token`.
     pub invalid_token: u64,
+    /// `unavailable`.
+    pub unavailable: u64,
 }
 
 impl NackCounts {
@@ -41,6 +43,7 @@ impl NackCounts {
             NackReason::TooManyRooms => &mut self.too_many_rooms,
             NackReason::Busy => &mut self.busy,
             NackReason::InvalidToken => &mut self.invalid_token,
+            NackReason::Unavailable => &mut self.unavailable,
         };
         *c += 1;
     }
@@ -57,6 +60,7 @@ impl NackCounts {
             + self.too_many_rooms
             + self.busy
             + self.invalid_token
+            + self.unavailable
     }
 }
 

@@ -43,6 +43,9 @@ pub enum NackReason {
     Busy,
     /// A `refresh` token that is malformed, badly signed or expired.
     InvalidToken,
+    /// The answer needs a shared service that could not be reached (the
+    /// cluster presence table in Redis); nothing changed. Retry later.
+    Unavailable,
 }
 
 impl NackReason {
@@ -59,6 +62,7 @@ impl NackReason {
             Self::TooManyRooms => "too_many_rooms",
             Self::Busy => "busy",
             Self::InvalidToken => "invalid_token",
+            Self::Unavailable => "unavailable",
         }
     }
 }

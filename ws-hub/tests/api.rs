@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::value::RawValue;
-use ws_hub::{ApiPublished, BusTarget, NackReason, RoomName, UserId};
+use ws_hub::{ApiPublished, BusTarget, CloseReason, NackReason, RoomName, UserId};
 
 fn raw(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).unwrap()
@@ -67,28 +67,31 @@ fn api_disconnect_closes_every_connection_and_optionally_discards_sessions() {
     s.connect(2, "bob");
     s.connect(3, "alice");
     let now = s.now;
+    let reason = CloseReason::new("account suspended: réexamen".to_owned()).unwrap();
     assert_eq!(
-        s.hub.api_disconnect(now, &UserId::new("bob"), 4010, false),
+        s.hub
+            .api_disconnect(now, &UserId::new("bob"), 4010, &reason, false),
         2
     );
     assert_eq!(
         render_all(&s.drain()),
         [
-            "close 1 4010 disconnected by the server",
-            "close 2 4010 disconnected by the server"
+            "close 1 4010 account suspended: réexamen",
+            "close 2 4010 account suspended: réexamen"
         ]
     );
     // Kept for resume, then discarded on request.
     assert_eq!(s.hub.metrics().detached_sessions, 2);
     assert_eq!(
-        s.hub.api_disconnect(now, &UserId::new("bob"), 4010, true),
+        s.hub
+            .api_disconnect(now, &UserId::new("bob"), 4010, &reason, true),
         0
     );
     let m = s.hub.metrics();
     assert_eq!((m.detached_sessions, m.sessions, m.connections), (0, 1, 1));
     assert_eq!(
         s.hub
-            .api_disconnect(now, &UserId::new("nobody"), 4010, true),
+            .api_disconnect(now, &UserId::new("nobody"), 4010, &reason, true),
         0
     );
     s.hub.check_invariants().unwrap();

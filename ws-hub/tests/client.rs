@@ -737,3 +737,136 @@ fn requests_over_the_server_limit_are_refused_never_resent() {
         Err(SubmitError::TooLarge { limit: 100, .. })
     ));
 }
+
+fn renewals(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TokenExpiring { expires_in_ms } => Some(format!("expiring {expires_in_ms}")),
+            Event::TokenRefreshed => Some("refreshed".to_owned()),
+            Event::TokenRefreshFailed { reason } => Some(format!("failed {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The id of the one `refresh` in `sent`, checking its token.
+fn refresh_id(sent: &[String], token: &str) -> String {
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let v: serde_json::Value = serde_json::from_str(&sent[0]).expect("JSON");
+    assert_eq!(
+        (&v["type"], &v["token"]),
+        (&"refresh".into(), &token.into())
+    );
+    v["id"].as_str().expect("an id").to_owned()
+}
+
+#[test]
+fn token_expiring_asks_the_provider_and_refreshes() {
+    let mut config = ClientConfig::new(URL);
+    config.token_provider = true;
+    let mut t = T::new(config);
+    t.c.connect(t.now);
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.input(Input::Token(Some("t1".into())));
+    assert_eq!(t.open_url(), format!("{URL}?token=t1"));
+    t.input(Input::Connected);
+    t.welcome("S");
+    t.events();
+    // A token from nowhere while connected changes nothing.
+    t.input(Input::Token(Some("stray".into())));
+    assert!(t.actions().is_empty());
+
+    t.text(r#"{"type":"token_expiring","expires_in_ms":60000}"#);
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    // A second warning while the provider is asked: no second request.
+    t.text(r#"{"type":"token_expiring","expires_in_ms":59000}"#);
+    assert!(t.actions().is_empty());
+    t.input(Input::Token(Some("t2".into())));
+    let id = refresh_id(&t.sent(), "t2");
+    // Only the answer to this refresh counts.
+    t.text(r#"{"type":"ack","op":"refresh","id":"other"}"#);
+    t.text(&format!(r#"{{"type":"ack","op":"refresh","id":"{id}"}}"#));
+    assert_eq!(
+        renewals(&t.events()),
+        ["expiring 60000", "expiring 59000", "refreshed"]
+    );
+
+    // The provider has nothing new: nothing is sent, reported.
+    t.text(r#"{"type":"token_expiring","expires_in_ms":1000}"#);
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.input(Input::Token(Some("t2".into())));
+    assert!(t.sent().is_empty());
+    // A refused refresh is reported.
+    t.text(r#"{"type":"token_expiring","expires_in_ms":900}"#);
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.input(Input::Token(Some("t3".into())));
+    let id = refresh_id(&t.sent(), "t3");
+    t.text(&format!(
+        r#"{{"type":"nack","op":"refresh","id":"{id}","reason":"forbidden"}}"#
+    ));
+    assert_eq!(
+        renewals(&t.events()),
+        [
+            "expiring 1000",
+            "failed no_token",
+            "expiring 900",
+            "failed forbidden"
+        ]
+    );
+
+    // The token expires: 4001 is not terminal; the next attempt asks the
+    // provider and resumes the session with the fresh token.
+    t.input(Input::Closed {
+        code: Some(4001),
+        reason: "token expired",
+    });
+    assert_eq!(
+        states(&t.events()),
+        [(
+            State::Connected,
+            State::Disconnected,
+            Some(4001),
+            "token expired".to_owned()
+        )]
+    );
+    t.fire();
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.input(Input::Token(Some("t4".into())));
+    assert_eq!(t.open_url(), format!("{URL}?token=t4&session=S&last_seq=0"));
+    t.input(Input::Connected);
+    t.welcome("S");
+    assert_eq!(
+        states(&t.events()).last().map(|s| (s.1, s.3.clone())),
+        Some((State::Connected, "resumed".to_owned()))
+    );
+}
+
+#[test]
+fn without_a_provider_token_expiring_is_only_reported() {
+    let mut config = ClientConfig::new(URL);
+    config.token = Some("fixed".into());
+    let mut t = T::new(config);
+    t.up("S");
+    t.events();
+    t.text(r#"{"type":"token_expiring","expires_in_ms":5000}"#);
+    assert!(t.actions().is_empty());
+    assert_eq!(renewals(&t.events()), ["expiring 5000"]);
+    // A renewal under way is forgotten with its connection.
+    let mut config = ClientConfig::new(URL);
+    config.token_provider = true;
+    let mut t = T::new(config);
+    t.c.connect(t.now);
+    t.actions();
+    t.input(Input::Token(Some("t1".into())));
+    t.open_url();
+    t.input(Input::Connected);
+    t.welcome("S");
+    t.text(r#"{"type":"token_expiring","expires_in_ms":5000}"#);
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.lose();
+    t.fire();
+    assert_eq!(t.actions(), [Action::NeedToken]);
+    t.input(Input::Token(Some("t2".into())));
+    assert_eq!(t.open_url(), format!("{URL}?token=t2&session=S&last_seq=0"));
+}

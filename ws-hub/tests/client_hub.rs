@@ -40,7 +40,7 @@ impl Rng {
 enum Down {
     Text(String),
     Ping,
-    Close(u16, &'static str),
+    Close(u16, String),
 }
 
 struct Peer {
@@ -133,7 +133,9 @@ impl World {
                         Down::Text(String::from_utf8(payload.to_vec()).expect("utf-8")),
                     ),
                     HubAction::Ping { conn } => (conn, Down::Ping),
-                    HubAction::Close { conn, code, reason } => (conn, Down::Close(code, reason)),
+                    HubAction::Close { conn, code, reason } => {
+                        (conn, Down::Close(code, reason.to_string()))
+                    }
                     _ => continue,
                 };
                 if let Some(i) = self.peer_of(conn) {
@@ -259,7 +261,7 @@ impl World {
                             now,
                             ws_hub::client::Input::Closed {
                                 code: Some(code),
-                                reason,
+                                reason: &reason,
                             },
                         );
                     }

@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use ws_hub::{Authoriser, Hub, HubConfig, RoomName, UserId};
+use ws_hub::{
+    Action, Authoriser, Command, ConnId, Hub, HubConfig, PresenceQuery, RoomName, UserId,
+};
 
 fn presence(room: &str, id: &str) -> String {
     format!(r#"{{"type":"presence","room":"{room}","id":"{id}"}}"#)
@@ -164,7 +166,7 @@ fn a_detached_session_stays_present_until_it_is_discarded() {
     assert!(s.send(1, &stats("r"))[0].contains(r#""user_count":2,"connection_count":2"#));
     // Heartbeats go on; resuming within the retention time: no join either.
     let log = s.advance_with(secs(60), |hub, t, conn| {
-        hub.handle(t, ws_hub::Command::Activity { conn });
+        hub.handle(t, Command::Activity { conn });
     });
     assert!(
         log.iter()
@@ -178,7 +180,7 @@ fn a_detached_session_stays_present_until_it_is_discarded() {
     // is over and the session is discarded.
     s.disconnect(3);
     let log = s.advance_with(secs(121), |hub, t, conn| {
-        hub.handle(t, ws_hub::Command::Activity { conn });
+        hub.handle(t, Command::Activity { conn });
     });
     let events: Vec<&String> = log.iter().filter(|l| l.contains("leave")).collect();
     assert_eq!(events, [&format!("@180 {}", event(1, "leave", "r", "bob"))]);
@@ -186,8 +188,8 @@ fn a_detached_session_stays_present_until_it_is_discarded() {
     // A clean close (1000) discards the session at once: leave at once.
     s.connect(4, "carol");
     s.send(4, &join("r"));
-    s.cmd(ws_hub::Command::ClientClosed {
-        conn: ws_hub::ConnId(4),
+    s.cmd(Command::ClientClosed {
+        conn: ConnId(4),
         code: 1000,
         reason: String::new(),
     });
@@ -206,4 +208,104 @@ fn no_events_when_off() {
         s.send(2, r#"{"type":"leave","room":"r"}"#),
         [r#"2 <- {"type":"ack","op":"leave","room":"r"}"#]
     );
+}
+
+#[test]
+fn in_a_cluster_presence_adds_the_other_nodes_parts_fed_back_by_the_adapter() {
+    let mut s = Sim::new(HubConfig {
+        cluster: true,
+        presence_max_users: 2,
+        ..quiet_config()
+    });
+    s.connect(1, "alice");
+    s.connect(2, "carol");
+    s.send(1, &join("r"));
+    // The hub asks the adapter instead of answering from its own part.
+    s.hub.handle(
+        s.now,
+        Command::Received {
+            conn: ConnId(2),
+            data: presence("r", "q1").into(),
+            is_text: true,
+        },
+    );
+    let query = match s.drain().as_slice() {
+        [Action::QueryPresence(q)] => q.clone(),
+        other => panic!("{:?}", render_all(other)),
+    };
+    assert_eq!(
+        query,
+        PresenceQuery {
+            conn: ConnId(2),
+            room: RoomName::new("r"),
+            id: Some("q1".into()),
+            stats: false,
+        }
+    );
+    // Another node has alice twice and bob once: counts add up.
+    let others = vec![(UserId::new("alice"), 2), (UserId::new("bob"), 1)];
+    assert_eq!(
+        s.cmd(Command::ClusterPresence {
+            query: query.clone(),
+            others: Some(others.clone()),
+        }),
+        [
+            r#"2 <- {"type":"presence","room":"r","id":"q1","user_count":2,"connection_count":4,"users":[{"user":"alice","connections":3},{"user":"bob","connections":1}]}"#
+        ]
+    );
+    // The bound applies to the merged list.
+    let mut three = others.clone();
+    three.push((UserId::new("dave"), 1));
+    assert_eq!(
+        s.cmd(Command::ClusterPresence {
+            query,
+            others: Some(three),
+        }),
+        [
+            r#"2 <- {"type":"presence","room":"r","id":"q1","user_count":3,"connection_count":5,"truncated":true}"#
+        ]
+    );
+    // presence_stats, and a read that failed.
+    s.hub.handle(
+        s.now,
+        Command::Received {
+            conn: ConnId(2),
+            data: stats("r").into(),
+            is_text: true,
+        },
+    );
+    let query = match s.drain().as_slice() {
+        [Action::QueryPresence(q)] => q.clone(),
+        other => panic!("{:?}", render_all(other)),
+    };
+    assert!(query.stats && query.id.is_none());
+    assert_eq!(
+        s.cmd(Command::ClusterPresence {
+            query: query.clone(),
+            others: Some(others),
+        }),
+        [r#"2 <- {"type":"presence_stats","room":"r","user_count":2,"connection_count":4}"#]
+    );
+    assert_eq!(
+        s.cmd(Command::ClusterPresence {
+            query: query.clone(),
+            others: None,
+        }),
+        [r#"2 <- {"type":"nack","op":"presence_stats","room":"r","reason":"unavailable"}"#]
+    );
+    // An answer for a connection that has gone is dropped.
+    s.cmd(Command::Disconnected { conn: ConnId(2) });
+    assert!(
+        s.cmd(Command::ClusterPresence {
+            query,
+            others: Some(Vec::new()),
+        })
+        .is_empty()
+    );
+    // Refused requests never reach the adapter.
+    assert_eq!(
+        s.send(1, r#"{"type":"presence","room":"","id":"q2"}"#),
+        [nack(1, "presence", "q2", "bad_request")]
+    );
+    s.hub.check_invariants().unwrap();
 }

@@ -143,3 +143,55 @@ test("requests over the server's max_message_size are refused, never resent", as
   await small;
   c.close();
 });
+
+test("token_expiring asks getToken and sends refresh; 4001 reconnects with a fresh token and resumes", async () => {
+  let n = 0;
+  const tokens = ["t1", "t2", "t2", "t3", "t4"];
+  const { c, events } = client({ getToken: async () => tokens[n++] });
+  for (const t of ["token_expiring", "token_refreshed", "refresh_failed"]) c.addEventListener(t, (e) => events.push([t, e.detail]));
+  const renewals = () => events.filter((e) => e[0] !== "state").map((e) => [e[0], e[1].reason ?? e[1].expires_in_ms ?? null]);
+  c.connect();
+  await until(() => FakeWS.all.length === 1);
+  assert.equal(last().url, "ws://hub/ws?token=t1");
+  last().welcome("S");
+  last().recv({ type: "token_expiring", expires_in_ms: 60000 });
+  await until(() => last().sent.length === 1);
+  const r = last().sent[0];
+  assert.deepEqual([r.type, r.token], ["refresh", "t2"]);
+  last().recv({ type: "ack", op: "refresh", id: "someone-else" });
+  last().recv({ type: "ack", op: "refresh", id: r.id });
+  assert.deepEqual(renewals(), [["token_expiring", 60000], ["token_refreshed", null]]);
+  // getToken has nothing new: nothing sent, reported.
+  last().recv({ type: "token_expiring", expires_in_ms: 1000 });
+  await until(() => renewals().length === 4);
+  assert.equal(last().sent.length, 1);
+  assert.deepEqual(renewals()[3], ["refresh_failed", "no_token"]);
+  // Refused.
+  last().recv({ type: "token_expiring", expires_in_ms: 900 });
+  await until(() => last().sent.length === 2);
+  assert.equal(last().sent[1].token, "t3");
+  last().recv({ type: "nack", op: "refresh", id: last().sent[1].id, reason: "forbidden" });
+  assert.deepEqual(renewals().slice(4), [["token_expiring", 900], ["refresh_failed", "forbidden"]]);
+  // Expired: not terminal; the next attempt asks getToken and resumes.
+  last().drop(4001, "token expired");
+  assert.equal(c.state, "disconnected");
+  await until(() => FakeWS.all.length === 2);
+  assert.equal(last().url, "ws://hub/ws?token=t4&session=S&last_seq=0");
+  last().welcome("S");
+  assert.equal(c.state, "connected");
+  assert.deepEqual(events.filter((e) => e[0] === "state").map((e) => e[1].reason).slice(-1), ["resumed"]);
+  c.close();
+});
+
+test("without getToken, token_expiring is only reported", async () => {
+  const { c, events } = client({ token: "fixed" });
+  c.addEventListener("token_expiring", (e) => events.push(["token_expiring", e.detail]));
+  c.connect();
+  await until(() => FakeWS.all.length === 1);
+  last().welcome("S");
+  last().recv({ type: "token_expiring", expires_in_ms: 5000 });
+  await new Promise((res) => setTimeout(res, 5));
+  assert.deepEqual(last().sent, []);
+  assert.deepEqual(events.filter((e) => e[0] === "token_expiring").map((e) => e[1]), [{ expires_in_ms: 5000 }]);
+  c.close();
+});

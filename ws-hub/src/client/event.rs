@@ -76,9 +76,9 @@ impl Op {
 #[non_exhaustive]
 #[must_use]
 pub enum Action {
-    /// Ask the token provider for a token (for a new attempt, or because
-    /// the last one was refused with HTTP 401), then answer with
-    /// [`Input::Token`].
+    /// Ask the token provider for a token (for a new attempt, because the
+    /// last one was refused with HTTP 401, or to renew the connection's
+    /// token after `token_expiring`), then answer with [`Input::Token`].
     NeedToken,
     /// Open a WebSocket connection to `url` (which carries the token and the
     /// resume parameters), then report [`Input::Connected`] or
@@ -259,6 +259,27 @@ pub enum Event {
         /// The room.
         room: String,
         /// The nack reason.
+        reason: String,
+    },
+    /// The server warned that the connection's token expires in
+    /// `expires_in_ms` (`token_expiring`). With a token provider the
+    /// client has asked it ([`Action::NeedToken`]) and sends `refresh`
+    /// with the new token; without one, the server closes with 4001 at
+    /// expiry and the client reconnects with the same token.
+    TokenExpiring {
+        /// Time left, per the server.
+        expires_in_ms: u64,
+    },
+    /// The server accepted the `refresh`: the new token's expiry applies,
+    /// and reconnections use the new token.
+    TokenRefreshed,
+    /// The `refresh` was refused (`reason` is the nack reason:
+    /// `forbidden`, `invalid_token`, ...), or the token provider had no
+    /// new token (`no_token`). Nothing changed on the server: it closes
+    /// with 4001 at expiry, and the client reconnects (asking the provider
+    /// again) and resumes.
+    TokenRefreshFailed {
+        /// Why.
         reason: String,
     },
     /// The server reported an `error`.

@@ -7,6 +7,10 @@
 //! one [`Gap`]), ignores duplicates, sends delivery acks when asked, and
 //! retries every unanswered publish, send and broadcast with the **same id**
 //! after a reconnect, so the server's de-dup window makes it exactly-once.
+//! With a token provider ([`ClientConfig::token_provider`]) it also keeps
+//! the connection's token fresh: on `token_expiring` it asks for a new
+//! token ([`Action::NeedToken`]) and sends `refresh` with it; after a 4001
+//! close (token expired) it reconnects with a fresh token and resumes.
 //!
 //! Like [`Hub`](crate::Hub) it does no IO, reads no clock and draws its
 //! randomness from [`ClientConfig::seed`]. A driver owns the socket and the
@@ -99,8 +103,9 @@ pub struct ClientConfig {
     /// A fixed token sent as `?token=` (ignored with
     /// [`token_provider`](Self::token_provider)).
     pub token: Option<String>,
-    /// Ask for a token ([`Action::NeedToken`]) before every attempt, and
-    /// again after an HTTP 401. Default `false`.
+    /// Ask for a token ([`Action::NeedToken`]) before every attempt, again
+    /// after an HTTP 401, and on `token_expiring` (the answer is sent as
+    /// `refresh`). Default `false`.
     pub token_provider: bool,
     /// First reconnect delay (lower bound of every delay). Default 500 ms.
     pub backoff_min: Duration,
@@ -171,6 +176,17 @@ struct Pending {
     sent: bool,
 }
 
+/// Where the renewal of the connection's token stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Renewal {
+    /// Nothing under way.
+    Idle,
+    /// [`Action::NeedToken`] issued after `token_expiring`.
+    AwaitingToken,
+    /// `refresh` sent with this id.
+    Sent(String),
+}
+
 /// The internal state, finer than [`State`].
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -224,6 +240,9 @@ pub struct Client {
     token: Option<String>,
     /// Set after a 401 while the provider is asked for a new token.
     rejected: Option<Option<String>>,
+    /// Token renewal on this connection: waiting for the provider, or for
+    /// the answer to the `refresh` with this id.
+    renewal: Renewal,
     ping_interval: Duration,
     /// The server's `max_message_size`, from `welcome`.
     max_message: Option<usize>,
@@ -271,6 +290,7 @@ impl Client {
             rejoins: HashMap::new(),
             pending: VecDeque::new(),
             rejected: None,
+            renewal: Renewal::Idle,
             ping_interval: Duration::from_secs(30),
             max_message: None,
             duplicates: 0,
@@ -414,6 +434,11 @@ impl Client {
                 }
                 self.token = token;
                 self.open(now);
+            }
+            (Input::Token(token), Phase::Connected { .. })
+                if self.renewal == Renewal::AwaitingToken =>
+            {
+                self.renew(token);
             }
             (Input::Connected, Phase::Opening { deadline }) => {
                 self.phase = Phase::Handshaking { deadline };
@@ -594,6 +619,7 @@ impl Client {
             p.sent = false;
         }
         self.rejoins.clear();
+        self.renewal = Renewal::Idle;
         self.set_phase(
             Phase::Disconnected {
                 retry_at: Some(now + delay),
@@ -620,6 +646,7 @@ impl Client {
         }
         self.rejected = None;
         self.rejoins.clear();
+        self.renewal = Renewal::Idle;
         self.set_phase(Phase::Closed, code, reason);
         for p in self.pending.drain(..) {
             self.events.push_back(Event::Reply(Reply {
@@ -718,6 +745,20 @@ impl Client {
                     last_seq: self.last_seq,
                 }));
             }
+            "token_expiring" => self.on_token_expiring(m.expires_in_ms.unwrap_or(0)),
+            "ack" | "nack" if m.op.as_deref() == Some("refresh") => {
+                if matches!(&self.renewal, Renewal::Sent(id) if m.id.as_deref() == Some(id.as_str()))
+                {
+                    self.renewal = Renewal::Idle;
+                    self.events.push_back(if m.kind == "ack" {
+                        Event::TokenRefreshed
+                    } else {
+                        Event::TokenRefreshFailed {
+                            reason: m.reason.map(|r| r.into_owned()).unwrap_or_default(),
+                        }
+                    });
+                }
+            }
             "ack" | "nack" => {
                 let ok = m.kind == "ack";
                 let (Some(id), Some(op)) = (m.id, m.op.as_deref().and_then(wire::parse_op)) else {
@@ -758,6 +799,43 @@ impl Client {
                 message: m.message.map(|c| c.into_owned()).unwrap_or_default(),
             }),
             _ => {}
+        }
+    }
+
+    /// `token_expiring`: with a token provider, ask it for a new token
+    /// (once per warning; [`renew`](Self::renew) sends it).
+    fn on_token_expiring(&mut self, expires_in_ms: u64) {
+        self.events
+            .push_back(Event::TokenExpiring { expires_in_ms });
+        if self.config.token_provider
+            && matches!(self.phase, Phase::Connected { .. })
+            && self.renewal == Renewal::Idle
+        {
+            self.renewal = Renewal::AwaitingToken;
+            self.actions.push_back(Action::NeedToken);
+        }
+    }
+
+    /// The provider's answer for a renewal: `refresh` with a new token. The
+    /// same token again (or none) cannot renew anything: reported, and the
+    /// 4001 close at expiry leads to a reconnection with a fresh token.
+    fn renew(&mut self, token: Option<String>) {
+        match token {
+            Some(token) if self.token.as_deref() != Some(token.as_str()) => {
+                let id = self.fresh_id();
+                self.transmit(&Request::Refresh {
+                    token: &token,
+                    id: &id,
+                });
+                self.token = Some(token);
+                self.renewal = Renewal::Sent(id);
+            }
+            _ => {
+                self.renewal = Renewal::Idle;
+                self.events.push_back(Event::TokenRefreshFailed {
+                    reason: "no_token".to_owned(),
+                });
+            }
         }
     }
 

@@ -40,6 +40,10 @@ pub(crate) enum Request<'a> {
     Configure {
         delivery_acks: bool,
     },
+    Refresh {
+        token: &'a str,
+        id: &'a str,
+    },
 }
 
 impl Request<'_> {
@@ -85,6 +89,8 @@ pub(crate) struct Incoming<'a> {
     pub(crate) seq: Option<u64>,
     #[serde(default)]
     pub(crate) count: Option<u64>,
+    #[serde(default)]
+    pub(crate) expires_in_ms: Option<u64>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
     pub(crate) data: Option<&'a RawValue>,
 }

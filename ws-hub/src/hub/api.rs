@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use super::Hub;
+use crate::action::CloseReason;
 use crate::bus::BusTarget;
 use crate::dedup::Seen;
 use crate::id::UserId;
@@ -78,14 +79,16 @@ impl Hub {
         Ok(ApiPublished::Delivered)
     }
 
-    /// Closes every connection of `user` on this node with `code`; with
-    /// `discard`, also drops all its sessions (no resume), else they are
-    /// kept for resume. Returns how many connections were closed.
+    /// Closes every connection of `user` on this node with `code` and
+    /// `reason`; with `discard`, also drops all its sessions (no resume),
+    /// else they are kept for resume. Returns how many connections were
+    /// closed.
     pub fn api_disconnect(
         &mut self,
         now: Instant,
         user: &UserId,
         code: u16,
+        reason: &CloseReason,
         discard: bool,
     ) -> usize {
         let keys: Vec<_> = self
@@ -96,7 +99,7 @@ impl Hub {
         let mut closed = 0;
         for key in keys {
             if let Some(conn) = self.sessions.get(&key).and_then(|s| s.conn) {
-                self.close(now, conn, code, "disconnected by the server", !discard);
+                self.close(now, conn, code, reason.clone(), !discard);
                 closed += 1;
             } else if discard {
                 self.discard_detached(key);

@@ -9,7 +9,7 @@ use super::{
     CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER, Conn, Hub,
     KEEP_SESSION, after,
 };
-use crate::action::Action;
+use crate::action::{Action, CloseReason};
 use crate::command::ResumeRequest;
 use crate::id::{ConnId, Identity};
 use crate::protocol::{ResumeFailure, ServerMessage};
@@ -162,7 +162,7 @@ impl Hub {
             self.out.actions.push_back(Action::Close {
                 conn: old,
                 code: CLOSE_NORMAL,
-                reason: "session resumed elsewhere",
+                reason: "session resumed elsewhere".into(),
             });
             self.release_conn(old);
             if let Some(s) = self.sessions.get_mut(&key) {
@@ -233,9 +233,11 @@ impl Hub {
 
     fn refuse(&mut self, conn: ConnId, code: u16, reason: &'static str) {
         self.out.metrics.refused += 1;
-        self.out
-            .actions
-            .push_back(Action::Close { conn, code, reason });
+        self.out.actions.push_back(Action::Close {
+            conn,
+            code,
+            reason: reason.into(),
+        });
     }
 
     /// Emits `Close` and forgets the connection.
@@ -244,15 +246,17 @@ impl Hub {
         now: Instant,
         conn: ConnId,
         code: u16,
-        reason: &'static str,
+        reason: impl Into<CloseReason>,
         retain: bool,
     ) {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        self.out
-            .actions
-            .push_back(Action::Close { conn, code, reason });
+        self.out.actions.push_back(Action::Close {
+            conn,
+            code,
+            reason: reason.into(),
+        });
         self.detach(now, conn, retain);
     }
 

@@ -45,7 +45,7 @@ use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecre
 use crate::timers::TimerSet;
 
 pub use self::api::{API_PUBLISHER, ApiPublished};
-pub use self::presence::PresenceSnapshot;
+pub use self::presence::{PresenceQuery, PresenceSnapshot};
 use self::timeouts::Timer;
 
 /// Close code 1000: normal closure.
@@ -329,6 +329,9 @@ impl Hub {
                 expires_unix_secs,
             } => self.on_token_expiry(now, conn, now_unix_secs, expires_unix_secs),
             Command::Bus(msg) => self.on_bus(now, msg),
+            Command::ClusterPresence { query, others } => {
+                self.on_cluster_presence(query, others);
+            }
             Command::Shutdown => self.shut_down(now),
         }
     }

@@ -7,11 +7,13 @@
 //! (no event churn), and a detached session leaves when it is discarded
 //! (retention over, detached-session bound, a clean close).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::Hub;
+use crate::action::Action;
 use crate::id::{ConnId, RoomName, UserId};
-use crate::protocol::{Op, PresenceEntry, ServerMessage};
+use crate::protocol::{NackReason, Op, PresenceEntry, ServerMessage};
 use crate::room::Change;
 use crate::session::SessionKey;
 
@@ -23,6 +25,24 @@ pub struct PresenceSnapshot {
     pub users: Vec<(UserId, u64)>,
     /// Number of member sessions.
     pub connections: u64,
+}
+
+/// A `presence` or `presence_stats` request that needs the other nodes'
+/// parts of the presence table: in a cluster
+/// ([`HubConfig::cluster`](crate::HubConfig::cluster)) the hub hands it
+/// out as [`Action::QueryPresence`] (after the usual checks and the
+/// authoriser) and answers the client when the adapter feeds back
+/// [`Command::ClusterPresence`](crate::Command::ClusterPresence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceQuery {
+    /// The asking connection.
+    pub conn: ConnId,
+    /// The room.
+    pub room: RoomName,
+    /// The request's id, echoed in the answer.
+    pub id: Option<String>,
+    /// `presence_stats` (counts only) rather than `presence`.
+    pub stats: bool,
 }
 
 impl Hub {
@@ -41,9 +61,76 @@ impl Hub {
         if !self.authorise(conn, op, id, Some(room), |a, u| a.may_presence(u, &name)) {
             return;
         }
-        let (user_count, connection_count) = self.rooms.get(room).map_or((0, 0), |r| {
-            (r.users().len() as u64, r.members().len() as u64)
-        });
+        if self.config.cluster {
+            self.out
+                .actions
+                .push_back(Action::QueryPresence(PresenceQuery {
+                    conn,
+                    room: name,
+                    id: id.map(str::to_owned),
+                    stats: op == Op::PresenceStats,
+                }));
+            return;
+        }
+        let users = self.presence(room).users;
+        self.answer_presence(conn, op, room, id, &users);
+    }
+
+    /// Answers a [`PresenceQuery`] with this node's members now plus
+    /// `others` (the other nodes' users of the room with their sessions),
+    /// or nacks it `unavailable` when they could not be read. Nothing is
+    /// sent if the connection has gone meanwhile.
+    pub(super) fn on_cluster_presence(
+        &mut self,
+        query: PresenceQuery,
+        others: Option<Vec<(UserId, u64)>>,
+    ) {
+        let PresenceQuery {
+            conn,
+            room,
+            id,
+            stats,
+        } = query;
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let op = if stats {
+            Op::PresenceStats
+        } else {
+            Op::Presence
+        };
+        let Some(others) = others else {
+            self.nack(
+                conn,
+                op,
+                id.as_deref(),
+                Some(room.as_str()),
+                NackReason::Unavailable,
+            );
+            return;
+        };
+        let mut users: BTreeMap<UserId, u64> =
+            self.presence(room.as_str()).users.into_iter().collect();
+        for (user, n) in others {
+            let total = users.entry(user).or_default();
+            *total = total.saturating_add(n);
+        }
+        let users: Vec<(UserId, u64)> = users.into_iter().collect();
+        self.answer_presence(conn, op, room.as_str(), id.as_deref(), &users);
+    }
+
+    /// Sends the `presence` (or `presence_stats`) answer for `users`
+    /// (sorted by name), counts only above `presence_max_users`.
+    fn answer_presence(
+        &mut self,
+        conn: ConnId,
+        op: Op,
+        room: &str,
+        id: Option<&str>,
+        users: &[(UserId, u64)],
+    ) {
+        let user_count = users.len() as u64;
+        let connection_count = users.iter().map(|(_, n)| *n).sum();
         let msg = if op == Op::PresenceStats {
             ServerMessage::PresenceStats {
                 room,
@@ -52,20 +139,15 @@ impl Hub {
                 connection_count,
             }
         } else {
-            let truncated = user_count > self.config.presence_max_users as u64;
+            let truncated = users.len() > self.config.presence_max_users;
             let users = (!truncated).then(|| {
-                self.rooms
-                    .get(room)
-                    .map(|r| {
-                        r.users()
-                            .iter()
-                            .map(|(u, n)| PresenceEntry {
-                                user: u.as_str(),
-                                connections: *n,
-                            })
-                            .collect()
+                users
+                    .iter()
+                    .map(|(u, n)| PresenceEntry {
+                        user: u.as_str(),
+                        connections: *n,
                     })
-                    .unwrap_or_default()
+                    .collect()
             });
             ServerMessage::Presence {
                 room,

@@ -13,11 +13,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use ws_async::{Runtime, Transport};
-use ws_hub::{ApiPublished, BusTarget, NackReason, RoomName, UserId};
+use ws_hub::{ApiPublished, BusTarget, CloseReason, NackReason, RoomName, UserId};
 
 use super::Shared;
 use super::hub_task::ToHub;
@@ -27,6 +27,13 @@ pub const MAX_API_BODY: usize = 64 * 1024;
 
 /// Default close code of `POST /api/disconnect`.
 pub const DISCONNECT_CODE: u16 = 4002;
+
+/// Default close reason of `POST /api/disconnect`.
+pub const DISCONNECT_REASON: &str = "disconnected by the server";
+
+/// The bus channel on which a node passes `POST /api/disconnect` on to the
+/// other nodes (every node subscribes to it at start-up).
+pub(crate) const CONTROL_CHANNEL: &str = "ws-hub:control";
 
 /// The configured API keys; never printed.
 #[derive(Clone, Default)]
@@ -75,14 +82,56 @@ pub(crate) enum ApiCall {
         data: Box<RawValue>,
     },
     /// The local users of `room`: `{"user": sessions, ...}`.
-    PresenceMap { room: String },
+    PresenceMap {
+        room: String,
+    },
     /// Every local room: `{"room": {"user": sessions, ...}, ...}`.
     PresenceTable,
-    Disconnect {
-        user: UserId,
-        code: u16,
-        discard: bool,
-    },
+    Disconnect(Disconnect),
+}
+
+/// A `POST /api/disconnect`, as it also travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Disconnect {
+    /// The node that was asked.
+    origin: String,
+    user: String,
+    code: u16,
+    reason: String,
+    discard: bool,
+}
+
+impl Disconnect {
+    /// The bus message that asks the other nodes to do the same.
+    pub(crate) fn relay(&self) -> crate::bus::BusCommand {
+        crate::bus::BusCommand::Publish {
+            channel: CONTROL_CHANNEL.to_owned(),
+            // Strings, numbers and a bool: serialisation cannot fail.
+            payload: serde_json::to_vec(self).unwrap_or_default().into(),
+        }
+    }
+
+    /// A disconnect relayed by another node (`None` for this node's own,
+    /// echoed by Redis, and for anything invalid).
+    pub(crate) fn from_relay(payload: &[u8], node: &str) -> Option<Self> {
+        let d: Self = serde_json::from_slice(payload).ok()?;
+        (d.origin != node && disconnect_code_ok(d.code) && d.reason.len() <= CloseReason::MAX_LEN)
+            .then_some(d)
+    }
+
+    /// Closes the user's connections on this node; how many.
+    pub(crate) fn apply(self, hub: &mut ws_hub::Hub, now: std::time::Instant) -> usize {
+        let Ok(reason) = CloseReason::new(self.reason) else {
+            return 0;
+        };
+        let user = UserId::new(self.user);
+        hub.api_disconnect(now, &user, self.code, &reason, self.discard)
+    }
+}
+
+/// Whether `code` may be given to `POST /api/disconnect`.
+fn disconnect_code_ok(code: u16) -> bool {
+    (4002..=4999).contains(&code)
 }
 
 /// An HTTP status and a JSON body.
@@ -110,12 +159,8 @@ impl ApiCall {
                     .collect();
                 (200, Value::Object(table))
             }
-            Self::Disconnect {
-                user,
-                code,
-                discard,
-            } => {
-                let closed = hub.api_disconnect(now, &user, code, discard);
+            Self::Disconnect(d) => {
+                let closed = d.apply(hub, now);
                 (200, json!({"ok": true, "closed": closed}))
             }
         }
@@ -143,8 +188,10 @@ async fn presence<R: Runtime>(rt: &R, room: String, shared: &Shared) -> ApiAnswe
             return error(503, "unavailable", "bad Redis URL");
         };
         let node = &shared.config.hub.node_id;
-        let added =
-            super::presence_table::add_other_nodes(rt.clone(), &url, node, &room, &mut users);
+        let added = async {
+            let mut client = crate::bus::RedisClient::connect(rt.clone(), &url).await?;
+            super::presence_table::add_other_nodes(&mut client, node, &room, &mut users).await
+        };
         if added.await.is_err() {
             return error(503, "unavailable", "Redis is unreachable");
         }
@@ -411,6 +458,7 @@ struct PublishBody<'a> {
 struct DisconnectBody {
     user: String,
     code: Option<u16>,
+    reason: Option<String>,
     #[serde(default)]
     discard: bool,
 }
@@ -457,14 +505,32 @@ async fn route<R: Runtime>(
                 Err(answer) => return answer,
             };
             let code = b.code.unwrap_or(DISCONNECT_CODE);
-            if !(4002..=4999).contains(&code) {
-                return error(400, "bad_request", "`code` must be in 4002-4999");
+            if !disconnect_code_ok(code) {
+                return error(
+                    400,
+                    "bad_request",
+                    "`code` must be in 4002-4999 (4000 and 4001 are the server's own)",
+                );
             }
-            ApiCall::Disconnect {
-                user: UserId::new(b.user),
+            let reason = b.reason.unwrap_or_else(|| DISCONNECT_REASON.to_owned());
+            if let Err(e) = CloseReason::new(reason.clone()) {
+                return error(400, "bad_request", &format!("`reason`: {e}"));
+            }
+            let max_name = shared.config.hub.max_name_len;
+            if b.user.is_empty() || b.user.len() > max_name {
+                return error(
+                    400,
+                    "bad_request",
+                    &format!("`user` must be 1 to {max_name} bytes"),
+                );
+            }
+            ApiCall::Disconnect(Disconnect {
+                origin: shared.config.hub.node_id.clone(),
+                user: b.user,
                 code,
+                reason,
                 discard: b.discard,
-            }
+            })
         }
         ("GET", "/api/presence") => match ws_hub::query_param(query, "room") {
             Some(room) if !room.is_empty() => return presence(rt, room.to_owned(), shared).await,

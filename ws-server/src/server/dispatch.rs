@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ws_async::{CloseInfo, Incoming};
-use ws_hub::{Action, BusMessage, Command, ConnId, PushOutcome};
+use ws_hub::{Action, BusMessage, Command, ConnId, PresenceQuery, PushOutcome};
 use ws_proto::{CloseCode, Message, PreparedBody};
 
 use super::bodies::BodyCache;
@@ -100,6 +100,8 @@ pub(crate) enum Then {
     Hub(Command),
     /// Send this to the cluster bus.
     Bus(BusCommand),
+    /// Read the other nodes' presence for this query.
+    Presence(PresenceQuery),
 }
 
 /// Hands one hub action to the outbox it is for (`conns` forgets a
@@ -134,6 +136,7 @@ pub(crate) fn route_action(action: Action, conns: &mut HashMap<ConnId, Arc<Outbo
         Action::UnsubscribeBus(room) => {
             Then::Bus(BusCommand::Unsubscribe(BusMessage::room_channel(&room)))
         }
+        Action::QueryPresence(query) => Then::Presence(query),
         _ => Then::Done,
     }
 }
@@ -201,7 +204,7 @@ pub(crate) fn serve_outbox<W: Writer>(
         writer.ping()?;
     }
     if let Some((code, reason)) = pending.close {
-        writer.close(CloseCode(code), reason)?;
+        writer.close(CloseCode(code), reason.as_str())?;
         return Ok(true);
     }
     Ok(false)
@@ -271,6 +274,7 @@ mod tests {
         conns: HashMap<ConnId, Arc<Outbox>>,
         outboxes: HashMap<ConnId, Arc<Outbox>>,
         bus: Vec<BusCommand>,
+        queries: Vec<PresenceQuery>,
     }
 
     impl Harness {
@@ -291,6 +295,7 @@ mod tests {
                 conns: HashMap::new(),
                 outboxes: HashMap::new(),
                 bus: Vec::new(),
+                queries: Vec::new(),
             }
         }
 
@@ -308,6 +313,7 @@ mod tests {
                     Then::Done => {}
                     Then::Hub(command) => self.hub.handle(self.now, command),
                     Then::Bus(command) => self.bus.push(command),
+                    Then::Presence(query) => self.queries.push(query),
                 }
             }
         }
@@ -435,7 +441,7 @@ mod tests {
         assert_eq!(serve_outbox(p, &outbox, &mut writer, None, 1), Ok(false));
         assert_eq!(writer.ops, [Op::Text("a".into()), Op::Ping]);
         // A close flushes everything first, whatever the bound.
-        outbox.close(1001, "going away");
+        outbox.close(1001, "going away".into());
         let p = pending(&outbox).unwrap();
         assert_eq!(serve_outbox(p, &outbox, &mut writer, None, 1), Ok(true));
         assert_eq!(

@@ -17,7 +17,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ws_hub::{BusMessage, Command, ConnId, Hub, Identity, Metrics, ResumeRequest};
+use ws_hub::{BusMessage, Command, ConnId, Hub, Identity, Metrics, PresenceQuery, ResumeRequest};
 
 use super::dispatch::{self, Then};
 use super::metrics::thread_cpu_time;
@@ -54,6 +54,8 @@ pub(crate) enum ToHub {
 pub(crate) struct BusLink {
     pub(crate) commands: async_channel::Sender<BusCommand>,
     pub(crate) incoming: async_channel::Receiver<(String, Bytes)>,
+    /// Cluster presence queries, for the task that reads Redis.
+    pub(crate) presence: async_channel::Sender<PresenceQuery>,
 }
 
 enum Wake {
@@ -170,6 +172,9 @@ impl<R: Runtime> HubTask<R> {
         let now = self.rt.now();
         match message {
             ToHub::Api(call, reply) => {
+                if let super::api::ApiCall::Disconnect(d) = &call {
+                    self.to_bus(d.relay());
+                }
                 let _ = reply.try_send(call.apply(&mut self.hub, now));
             }
             other => {
@@ -181,6 +186,14 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn bus_message(&mut self, channel: &str, payload: &[u8]) {
+        if channel == super::api::CONTROL_CHANNEL {
+            let node = &self.hub.config().node_id;
+            if let Some(d) = super::api::Disconnect::from_relay(payload, node) {
+                let now = self.rt.now();
+                d.apply(&mut self.hub, now);
+            }
+            return;
+        }
         match BusMessage::from_json(payload) {
             Ok(message) => {
                 let now = self.rt.now();
@@ -199,7 +212,24 @@ impl<R: Runtime> HubTask<R> {
                     self.hub.handle(now, command);
                 }
                 Then::Bus(command) => self.to_bus(command),
+                Then::Presence(query) => self.query_presence(query),
             }
+        }
+    }
+
+    /// Hands a cluster presence query to the task that reads Redis; if it
+    /// is behind by [`MAX_QUERIES`](super::presence_table::MAX_QUERIES),
+    /// the client is answered `unavailable` at once.
+    fn query_presence(&mut self, query: PresenceQuery) {
+        let refused = match &self.bus {
+            Some(link) => link.presence.try_send(query).err().map(|e| e.into_inner()),
+            None => Some(query),
+        };
+        if let Some(query) = refused {
+            let now = self.rt.now();
+            let others = None;
+            self.hub
+                .handle(now, Command::ClusterPresence { query, others });
         }
     }
 

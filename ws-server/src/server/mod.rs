@@ -195,9 +195,9 @@ pub async fn serve_with<R: Runtime>(
             let (commands_tx, commands_rx) = async_channel::bounded(HUB_INBOX);
             let (incoming_tx, incoming_rx) = async_channel::bounded(HUB_INBOX);
             let stats = Arc::new(BusStats::default());
-            let _ = commands_tx.try_send(crate::bus::BusCommand::Subscribe(
-                ws_hub::GLOBAL_CHANNEL.to_owned(),
-            ));
+            for channel in [ws_hub::GLOBAL_CHANNEL, api::CONTROL_CHANNEL] {
+                let _ = commands_tx.try_send(crate::bus::BusCommand::Subscribe(channel.to_owned()));
+            }
             rt.spawn(run_redis_bus(
                 rt.clone(),
                 url.clone(),
@@ -206,10 +206,22 @@ pub async fn serve_with<R: Runtime>(
                 stats.clone(),
                 shutdown.clone(),
             ));
+            let (presence_tx, presence_rx) = async_channel::bounded(presence_table::MAX_QUERIES);
+            if let Ok(url) = crate::bus::url::RedisUrl::parse(url) {
+                rt.spawn(presence_table::answer_queries(
+                    rt.clone(),
+                    url,
+                    config.hub.node_id.clone(),
+                    presence_rx,
+                    to_hub.clone(),
+                    shutdown.clone(),
+                ));
+            }
             (
                 Some(BusLink {
                     commands: commands_tx,
                     incoming: incoming_rx,
+                    presence: presence_tx,
                 }),
                 Some(stats),
             )

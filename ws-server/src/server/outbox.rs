@@ -5,17 +5,17 @@
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use ws_hub::{OutboundConfig, OutboundQueue, Payload, PushOutcome};
+use ws_hub::{CloseReason, OutboundConfig, OutboundQueue, Payload, PushOutcome};
 
 /// Work waiting for a connection task.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
     /// Messages are queued.
     pub(crate) messages: bool,
     /// A ping was ordered.
     pub(crate) ping: bool,
     /// A close was ordered.
-    pub(crate) close: Option<(u16, &'static str)>,
+    pub(crate) close: Option<(u16, CloseReason)>,
 }
 
 impl Pending {
@@ -27,7 +27,7 @@ impl Pending {
 struct State {
     queue: OutboundQueue,
     ping: bool,
-    close: Option<(u16, &'static str)>,
+    close: Option<(u16, CloseReason)>,
     waker: Option<Waker>,
     /// The connection task has finished: nothing will be written any more.
     gone: bool,
@@ -82,7 +82,7 @@ impl Outbox {
     }
 
     /// Orders a close after the queued messages (hub side).
-    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+    pub(crate) fn close(&self, code: u16, reason: CloseReason) {
         let mut s = self.lock();
         s.close.get_or_insert((code, reason));
         Self::wake(&mut s);
@@ -97,7 +97,7 @@ impl Outbox {
         let pending = Pending {
             messages: !s.queue.is_empty(),
             ping: s.ping,
-            close: s.close,
+            close: s.close.clone(),
         };
         if s.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
             s.waker = Some(cx.waker().clone());
@@ -145,8 +145,8 @@ mod tests {
             PushOutcome::Queued
         );
         outbox.ping();
-        outbox.close(1001, "bye");
-        outbox.close(1000, "later orders do not replace the first");
+        outbox.close(1001, "bye".into());
+        outbox.close(1000, "later orders do not replace the first".into());
         let Poll::Ready(p) = outbox.poll_pending(&cx) else {
             panic!()
         };
@@ -155,7 +155,7 @@ mod tests {
             Pending {
                 messages: true,
                 ping: true,
-                close: Some((1001, "bye"))
+                close: Some((1001, "bye".into()))
             }
         );
         assert!(outbox.take_ping());

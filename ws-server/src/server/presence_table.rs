@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use ws_async::Runtime;
+use ws_hub::{Command, PresenceQuery, UserId};
 
 use super::api::ApiCall;
 use super::hub_task::ToHub;
@@ -107,15 +108,15 @@ pub(crate) async fn keep<R: Runtime>(
     }
 }
 
-/// Adds every other node's users of `room` to `users`.
+/// Adds every other node's users of `room` to `users`: what both
+/// `GET /api/presence` and the cluster's `presence` / `presence_stats`
+/// answers ([`answer_queries`]) read.
 pub(crate) async fn add_other_nodes<R: Runtime>(
-    rt: R,
-    url: &RedisUrl,
+    client: &mut RedisClient<R>,
     node: &str,
     room: &str,
     users: &mut Users,
 ) -> Result<(), ConnError> {
-    let mut client = RedisClient::connect(rt, url).await?;
     let nodes = client.command(["SMEMBERS", NODES]).await?;
     let crate::bus::resp::Value::Array(Some(nodes)) = nodes else {
         return Ok(());
@@ -136,7 +137,8 @@ pub(crate) async fn add_other_nodes<R: Runtime>(
             Some(json) => {
                 let part: Users = serde_json::from_slice(json).unwrap_or_default();
                 for (user, n) in part {
-                    *users.entry(user).or_default() += n;
+                    let total = users.entry(user).or_default();
+                    *total = total.saturating_add(n);
                 }
             }
             None => {
@@ -148,4 +150,52 @@ pub(crate) async fn add_other_nodes<R: Runtime>(
         }
     }
     Ok(())
+}
+
+/// Most cluster presence queries waiting for Redis; beyond, a query is
+/// answered `unavailable` at once.
+pub(crate) const MAX_QUERIES: usize = 256;
+
+/// Answers the hub's cluster presence queries
+/// ([`Action::QueryPresence`](ws_hub::Action::QueryPresence)), one after
+/// the other on one Redis connection (opened again after an error): reads
+/// the other nodes' parts of the room and feeds them back to the hub
+/// (`None` when Redis cannot be reached). Runs until `shutdown` (it holds
+/// a sender of the hub's inbox, which the hub task waits for).
+pub(crate) async fn answer_queries<R: Runtime>(
+    rt: R,
+    url: RedisUrl,
+    node: String,
+    queries: async_channel::Receiver<PresenceQuery>,
+    hub: async_channel::Sender<ToHub>,
+    shutdown: Arc<Shutdown>,
+) {
+    let mut stop = pin!(shutdown.wait());
+    let mut client: Option<RedisClient<R>> = None;
+    while let Some(Ok(query)) = unless(stop.as_mut(), queries.recv()).await {
+        if client.is_none() {
+            client = RedisClient::connect(rt.clone(), &url).await.ok();
+        }
+        let mut users = Users::new();
+        let others = match &mut client {
+            Some(c) => match add_other_nodes(c, &node, query.room.as_str(), &mut users).await {
+                Ok(()) => Some(
+                    users
+                        .into_iter()
+                        .map(|(u, n)| (UserId::new(u), n))
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster presence read failed");
+                    client = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        let answer = Command::ClusterPresence { query, others };
+        if hub.send(ToHub::Command(answer)).await.is_err() {
+            return;
+        }
+    }
 }
