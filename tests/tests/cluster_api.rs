@@ -7,7 +7,8 @@
 //! users of a node that stops refreshing disappear once its part expires;
 //! so does the WebSocket `presence` / `presence_stats` answer. A disconnect
 //! through one node closes the user's connections on the other, with the
-//! reason given.
+//! reason given. Without Redis, `presence` is nacked `unavailable`.
+//! `join` / `leave` events are per node.
 
 // Test harness: wall-clock deadlines are fine here (the ban is for the
 // sans-IO cores).
@@ -27,11 +28,16 @@ const SECRET: &str = "cluster-api-secret";
 const KEY: &str = "cluster-api-key";
 
 fn node(redis: &str, node_id: &str) -> ServerConfig {
+    node_with(redis, node_id, false)
+}
+
+fn node_with(redis: &str, node_id: &str, presence_events: bool) -> ServerConfig {
     let settings = Settings {
         redis: Some(redis.to_owned()),
         node_id: Some(node_id.to_owned()),
         auth_secret: Some(SECRET.to_owned()),
         presence_ttl_ms: Some(1200),
+        presence_events: Some(presence_events),
         ..Default::default()
     };
     let mut config = ServerConfig::from_settings(&settings).expect("valid settings");
@@ -264,7 +270,72 @@ fn presence_covers_both_nodes_and_a_stopped_node_expires() {
                 "connection_count": 2, "users": [{"user": "alice", "connections": 2}]})
         );
     });
+    // Without Redis the cluster answer cannot be made: nacked, retry later.
+    drop(redis);
+    smol::block_on(async {
+        assert_eq!(
+            ws_presence(&mut clients[1], "presence_stats", "q4").await,
+            json!({"type": "nack", "op": "presence_stats", "room": "lobby", "id": "q4",
+                "reason": "unavailable"})
+        );
+    });
     drop(clients);
     drop(a);
+}
+
+/// `join` / `leave` events are per node (docs/PROTOCOL.md): a member on
+/// node A hears of users joining and leaving on A, never of users on
+/// node B (whom `presence` lists all the same).
+#[test]
+fn join_and_leave_events_are_per_node() {
+    let redis = RedisServer::start();
+    let a = start_hub(Rt::Tokio, node_with(&redis.url(), "node-a", true));
+    let b = start_hub(Rt::Smol, node_with(&redis.url(), "node-b", true));
+    let (addr_a, addr_b) = (a.addr, b.addr);
+    smol::block_on(async {
+        let rt = runtime_smol::SmolRuntime::default();
+        let as_user = |u: &str| format!("/ws?token={}", token(SECRET, u));
+        let connect = |addr, user: &'static str| {
+            let (rt, target) = (rt.clone(), as_user(user));
+            async move {
+                HubClient::connect(rt, addr, &target)
+                    .await
+                    .unwrap_or_else(|e| panic!("{user}: {e}"))
+            }
+        };
+        let mut member = connect(addr_a, "mia").await;
+        assert_eq!(member.join("lobby").await["type"], "ack");
+        let mut remote = connect(addr_b, "bob").await;
+        assert_eq!(remote.join("lobby").await["type"], "ack");
+        wait_numsub(&redis, "ws-hub:room:lobby", 2);
+        let mut local = connect(addr_a, "carl").await;
+        assert_eq!(local.join("lobby").await["type"], "ack");
+        // bob's message follows his join on node B's channel: had his join
+        // travelled, it would have come first.
+        assert_eq!(
+            remote.publish("lobby", "b1", json!("from B")).await["type"],
+            "ack"
+        );
+        let m = member.expect_where("b1", |v| v["id"] == "b1").await;
+        assert_eq!(m["from"], "bob");
+        assert_eq!(local.leave("lobby").await["type"], "ack");
+        assert_eq!(remote.leave("lobby").await["type"], "ack");
+        let mut seen = member.take_pending();
+        seen.extend(member.barrier().await);
+        let events: Vec<String> = seen
+            .iter()
+            .filter(|v| v["type"] == "join" || v["type"] == "leave")
+            .map(|v| {
+                format!(
+                    "{} {}",
+                    v["type"].as_str().unwrap_or("?"),
+                    v["user"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        assert_eq!(events, ["join carl", "leave carl"], "{seen:?}");
+        drop((remote, local));
+    });
+    drop((a, b));
     drop(redis);
 }

@@ -159,9 +159,11 @@ pub(crate) const MAX_QUERIES: usize = 256;
 /// Answers the hub's cluster presence queries
 /// ([`Action::QueryPresence`](ws_hub::Action::QueryPresence)), one after
 /// the other on one Redis connection (opened again after an error): reads
-/// the other nodes' parts of the room and feeds them back to the hub
-/// (`None` when Redis cannot be reached). Runs until `shutdown` (it holds
-/// a sender of the hub's inbox, which the hub task waits for).
+/// the other nodes' parts of the room and feeds them back to the hub.
+/// When Redis cannot be read, that query and every one already waiting
+/// are answered `None` at once (so a Redis outage costs the waiting
+/// clients one connection timeout, not one each). Runs until `shutdown`
+/// (it holds a sender of the hub's inbox, which the hub task waits for).
 pub(crate) async fn answer_queries<R: Runtime>(
     rt: R,
     url: RedisUrl,
@@ -173,29 +175,49 @@ pub(crate) async fn answer_queries<R: Runtime>(
     let mut stop = pin!(shutdown.wait());
     let mut client: Option<RedisClient<R>> = None;
     while let Some(Ok(query)) = unless(stop.as_mut(), queries.recv()).await {
-        if client.is_none() {
-            client = RedisClient::connect(rt.clone(), &url).await.ok();
-        }
-        let mut users = Users::new();
-        let others = match &mut client {
-            Some(c) => match add_other_nodes(c, &node, query.room.as_str(), &mut users).await {
-                Ok(()) => Some(
-                    users
-                        .into_iter()
-                        .map(|(u, n)| (UserId::new(u), n))
-                        .collect(),
-                ),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cluster presence read failed");
-                    client = None;
-                    None
+        let others = read_other_nodes(&rt, &url, &node, &mut client, query.room.as_str()).await;
+        let failed = others.is_none();
+        let mut answers = vec![Command::ClusterPresence { query, others }];
+        if failed {
+            answers.extend(std::iter::from_fn(|| queries.try_recv().ok()).map(|query| {
+                Command::ClusterPresence {
+                    query,
+                    others: None,
                 }
-            },
-            None => None,
-        };
-        let answer = Command::ClusterPresence { query, others };
-        if hub.send(ToHub::Command(answer)).await.is_err() {
-            return;
+            }));
+        }
+        for answer in answers {
+            if hub.send(ToHub::Command(answer)).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// The other nodes' users of `room` with their sessions, on `client`
+/// (connected first if need be; dropped after an error); `None` if Redis
+/// cannot be read.
+async fn read_other_nodes<R: Runtime>(
+    rt: &R,
+    url: &RedisUrl,
+    node: &str,
+    client: &mut Option<RedisClient<R>>,
+    room: &str,
+) -> Option<Vec<(UserId, u64)>> {
+    if client.is_none() {
+        *client = RedisClient::connect(rt.clone(), url).await.ok();
+    }
+    let mut users = Users::new();
+    let read = add_other_nodes(client.as_mut()?, node, room, &mut users).await;
+    if let Err(e) = read {
+        tracing::debug!(error = %e, "cluster presence read failed");
+        *client = None;
+        return None;
+    }
+    Some(
+        users
+            .into_iter()
+            .map(|(u, n)| (UserId::new(u), n))
+            .collect(),
+    )
 }
