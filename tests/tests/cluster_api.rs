@@ -148,7 +148,6 @@ fn api_messages_reach_clients_on_both_nodes() {
         }
         // A disconnect through node B closes alice's connection on node A
         // with the code and reason given.
-        wait_numsub(&redis, "ws-hub:control", 2);
         assert_eq!(
             post(
                 addr_b,

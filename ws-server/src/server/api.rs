@@ -31,10 +31,6 @@ pub const DISCONNECT_CODE: u16 = 4002;
 /// Default close reason of `POST /api/disconnect`.
 pub const DISCONNECT_REASON: &str = "disconnected by the server";
 
-/// The bus channel on which a node passes `POST /api/disconnect` on to the
-/// other nodes (every node subscribes to it at start-up).
-pub(crate) const CONTROL_CHANNEL: &str = "ws-hub:control";
-
 /// The configured API keys; never printed.
 #[derive(Clone, Default)]
 pub struct ApiKeys(Vec<String>);
@@ -90,9 +86,15 @@ pub(crate) enum ApiCall {
     Disconnect(Disconnect),
 }
 
-/// A `POST /api/disconnect`, as it also travels between nodes.
+/// A `POST /api/disconnect`, as it also travels between nodes: on the
+/// bus's global channel (which every node follows), as JSON whose first
+/// field is `"control":"disconnect"` ([`RELAY_PREFIX`]); hub messages
+/// ([`ws_hub::BusMessage`]) start with `"origin"`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Disconnect {
+    /// Always [`Control::Disconnect`]; first, so that a relay is told from
+    /// a hub message by its first bytes.
+    control: Control,
     /// The node that was asked.
     origin: String,
     user: String,
@@ -101,14 +103,30 @@ pub(crate) struct Disconnect {
     discard: bool,
 }
 
+/// The kinds of control messages between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Control {
+    Disconnect,
+}
+
+/// How a relayed [`Disconnect`] starts.
+const RELAY_PREFIX: &[u8] = br#"{"control":"disconnect","#;
+
 impl Disconnect {
     /// The bus message that asks the other nodes to do the same.
     pub(crate) fn relay(&self) -> crate::bus::BusCommand {
         crate::bus::BusCommand::Publish {
-            channel: CONTROL_CHANNEL.to_owned(),
+            channel: ws_hub::GLOBAL_CHANNEL.to_owned(),
             // Strings, numbers and a bool: serialisation cannot fail.
             payload: serde_json::to_vec(self).unwrap_or_default().into(),
         }
+    }
+
+    /// Whether a bus payload is a relayed disconnect rather than a hub
+    /// message.
+    pub(crate) fn is_relay(payload: &[u8]) -> bool {
+        payload.starts_with(RELAY_PREFIX)
     }
 
     /// A disconnect relayed by another node (`None` for this node's own,
@@ -525,6 +543,7 @@ async fn route<R: Runtime>(
                 );
             }
             ApiCall::Disconnect(Disconnect {
+                control: Control::Disconnect,
                 origin: shared.config.hub.node_id.clone(),
                 user: b.user,
                 code,
@@ -586,4 +605,61 @@ async fn respond<T: Transport>(io: &mut T, (status, body): ApiAnswer) {
     }
     let _ = poll_fn(|cx| io.poll_flush(cx)).await;
     let _ = poll_fn(|cx| io.poll_shutdown(cx)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_disconnect_is_told_from_hub_messages_and_from_its_own_echo() {
+        let d = Disconnect {
+            control: Control::Disconnect,
+            origin: "a".into(),
+            user: "u".into(),
+            code: 4010,
+            reason: "maintenance".into(),
+            discard: true,
+        };
+        let crate::bus::BusCommand::Publish { channel, payload } = d.relay() else {
+            panic!("a publish");
+        };
+        assert_eq!(channel, ws_hub::GLOBAL_CHANNEL);
+        assert!(Disconnect::is_relay(&payload));
+        assert!(Disconnect::from_relay(&payload, "a").is_none(), "own echo");
+        let back = Disconnect::from_relay(&payload, "b").expect("relayed");
+        assert_eq!(
+            (
+                back.user.as_str(),
+                back.code,
+                back.reason.as_str(),
+                back.discard
+            ),
+            ("u", 4010, "maintenance", true)
+        );
+        // Hub messages on the same channel are not relays.
+        let m = ws_hub::BusMessage {
+            origin: "a".into(),
+            target: BusTarget::Broadcast,
+            from: UserId::new("u"),
+            id: "1".into(),
+            data: RawValue::from_string("1".into()).expect("JSON"),
+        };
+        assert!(!Disconnect::is_relay(&m.to_json()));
+        // Invalid relays are ignored.
+        for bad in [
+            r#"{"control":"disconnect","origin":"b","user":"u","code":1000,"reason":"","discard":false}"#,
+            r#"{"control":"disconnect","origin":"b","user":"u","code":4002,"discard":false}"#,
+        ] {
+            assert!(
+                Disconnect::from_relay(bad.as_bytes(), "a").is_none(),
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"control":"disconnect","origin":"b","user":"u","code":4002,"reason":"{}","discard":false}}"#,
+            "x".repeat(124)
+        );
+        assert!(Disconnect::from_relay(long.as_bytes(), "a").is_none());
+    }
 }

@@ -186,7 +186,7 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn bus_message(&mut self, channel: &str, payload: &[u8]) {
-        if channel == super::api::CONTROL_CHANNEL {
+        if channel == ws_hub::GLOBAL_CHANNEL && super::api::Disconnect::is_relay(payload) {
             let node = &self.hub.config().node_id;
             if let Some(d) = super::api::Disconnect::from_relay(payload, node) {
                 let now = self.rt.now();

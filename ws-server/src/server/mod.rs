@@ -195,9 +195,9 @@ pub async fn serve_with<R: Runtime>(
             let (commands_tx, commands_rx) = async_channel::bounded(HUB_INBOX);
             let (incoming_tx, incoming_rx) = async_channel::bounded(HUB_INBOX);
             let stats = Arc::new(BusStats::default());
-            for channel in [ws_hub::GLOBAL_CHANNEL, api::CONTROL_CHANNEL] {
-                let _ = commands_tx.try_send(crate::bus::BusCommand::Subscribe(channel.to_owned()));
-            }
+            let _ = commands_tx.try_send(crate::bus::BusCommand::Subscribe(
+                ws_hub::GLOBAL_CHANNEL.to_owned(),
+            ));
             rt.spawn(run_redis_bus(
                 rt.clone(),
                 url.clone(),
