@@ -293,6 +293,17 @@ fn in_a_cluster_presence_adds_the_other_nodes_parts_fed_back_by_the_adapter() {
         }),
         [r#"2 <- {"type":"nack","op":"presence_stats","room":"r","reason":"unavailable"}"#]
     );
+    // Counts from other nodes are data from Redis: huge ones saturate.
+    assert_eq!(
+        s.cmd(Command::ClusterPresence {
+            query: query.clone(),
+            others: Some(vec![(UserId::new("x"), u64::MAX), (UserId::new("y"), 7)]),
+        }),
+        [format!(
+            r#"2 <- {{"type":"presence_stats","room":"r","user_count":3,"connection_count":{}}}"#,
+            u64::MAX
+        )]
+    );
     // An answer for a connection that has gone is dropped.
     s.cmd(Command::Disconnected { conn: ConnId(2) });
     assert!(

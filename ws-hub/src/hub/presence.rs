@@ -130,7 +130,10 @@ impl Hub {
         users: &[(UserId, u64)],
     ) {
         let user_count = users.len() as u64;
-        let connection_count = users.iter().map(|(_, n)| *n).sum();
+        // Saturating: other nodes' counts come from Redis.
+        let connection_count = users
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
         let msg = if op == Op::PresenceStats {
             ServerMessage::PresenceStats {
                 room,

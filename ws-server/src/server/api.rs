@@ -217,7 +217,7 @@ async fn presence<R: Runtime>(rt: &R, room: String, shared: &Shared) -> ApiAnswe
     let mut body = json!({
         "room": room,
         "user_count": users.len(),
-        "connection_count": users.values().sum::<u64>(),
+        "connection_count": users.values().fold(0u64, |sum, n| sum.saturating_add(*n)),
     });
     if users.len() > shared.config.hub.presence_max_users {
         body["truncated"] = json!(true);
