@@ -17,8 +17,11 @@ pub struct HubConfig {
     /// This node's id on the bus (1-64 bytes). Default `"node-1"`.
     pub node_id: String,
     /// Emit [`Action::PublishBus`](crate::Action::PublishBus) and
-    /// `SubscribeBus`/`UnsubscribeBus` actions for multi-node operation.
-    /// Default `false` (single node: no bus actions at all).
+    /// `SubscribeBus`/`UnsubscribeBus` actions for multi-node operation,
+    /// and answer `presence` / `presence_stats` across nodes through
+    /// [`Action::QueryPresence`](crate::Action::QueryPresence) (which the
+    /// adapter must answer). Default `false` (single node: no bus actions
+    /// at all, presence answered at once).
     pub cluster: bool,
     /// Distinguishes runs of the hub (session ids of an earlier run under
     /// the same [`SessionSecret`](crate::SessionSecret) are reported
