@@ -1,6 +1,7 @@
 //! The async hub client (`ws-hub-client`) over real sockets on both
 //! runtimes: a chaos run through a proxy that cuts connections at random
-//! moments (mid-frame included), and a server restart.
+//! moments (mid-frame included), a server restart, and token renewal with
+//! two-second tokens (refresh from the provider, then 4001 and resume).
 //!
 //! Every wait is bounded; the assertions are about what was delivered,
 //! never about timing.
