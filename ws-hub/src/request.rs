@@ -58,13 +58,15 @@ impl Request {
         if data.len() > max_message_size {
             // Read only to name the request in its nack, so that the client
             // can match it (a publish by its id); nothing of it is kept.
+            // A request with a missing field is still a request: nacked
+            // `too_large` like the others, not answered with an `error`.
             let (op, id, room) = match protocol::parse(data) {
                 Ok(msg) => (
                     msg.op(),
                     msg.id().map(str::to_owned),
                     msg.room().map(str::to_owned),
                 ),
-                Err(_) => (None, None, None),
+                Err(bad) => (bad.op, bad.id.map(|id| id.into_owned()), None),
             };
             return Self(Err(Rejection::TooLarge { op, id, room }));
         }

@@ -293,6 +293,83 @@ fn nacks_for_size_names_room_limit_and_authoriser() {
     );
 }
 
+/// docs/PROTOCOL.md: a nack echoes `id` and `room` so that the client can
+/// match it, but never one that is itself invalid (empty or longer than
+/// `max_name_len`), whatever the reason; an oversized request with a
+/// missing field is still nacked `too_large`, not answered with an error.
+#[test]
+fn nacks_never_echo_an_invalid_id_or_room() {
+    let mut s = Sim::new(HubConfig {
+        max_name_len: 8,
+        max_message_size: 256,
+        max_violations: 9,
+        ..quiet_config()
+    });
+    s.connect(1, "alice");
+    s.send(1, &join("a"));
+    let bare = |op: &str, reason: &str| {
+        format!(r#"1 <- {{"type":"nack","op":"{op}","reason":"{reason}"}}"#)
+    };
+    assert_eq!(
+        s.send(1, &publish("a", "toolongid", "1")),
+        [bare("publish", "bad_request")]
+    );
+    assert_eq!(
+        s.send(1, &publish("a", "", "1")),
+        [bare("publish", "bad_request")]
+    );
+    assert_eq!(
+        s.send(
+            1,
+            r#"{"type":"send","user":"bob","id":"toolongid","data":1}"#
+        ),
+        [bare("send", "bad_request")]
+    );
+    assert_eq!(
+        s.send(1, r#"{"type":"broadcast","id":"","data":1}"#),
+        [bare("broadcast", "bad_request")]
+    );
+    assert_eq!(
+        s.send(1, r#"{"type":"join","id":""}"#),
+        [bare("join", "bad_request")]
+    );
+    assert_eq!(
+        s.send(1, r#"{"type":"refresh","token":"t","id":"toolongid"}"#),
+        [bare("refresh", "bad_request")]
+    );
+    let big = format!("\"{}\"", "x".repeat(300));
+    assert_eq!(
+        s.send(1, &publish("a", "toolongid", &big)),
+        [bare("publish", "too_large")]
+    );
+    let pad = "x".repeat(300);
+    assert_eq!(
+        s.send(
+            1,
+            &format!(r#"{{"type":"join","room":"toolongroom","pad":"{pad}"}}"#)
+        ),
+        [bare("join", "too_large")]
+    );
+    // An oversized publish without `room` is still a publish.
+    assert_eq!(
+        s.send(
+            1,
+            &format!(r#"{{"type":"publish","id":"m3","data":{big}}}"#)
+        ),
+        [nack(1, "publish", "m3", "too_large")]
+    );
+    let m = s.hub.metrics();
+    assert_eq!((m.nacks.bad_request, m.nacks.too_large), (6, 3));
+    // Each of the nine was a violation (the refresh too): one more closes.
+    assert_eq!(
+        s.send(1, &publish("a", "", "1")),
+        [
+            bare("publish", "bad_request"),
+            "close 1 1008 too many protocol violations".to_owned()
+        ]
+    );
+}
+
 #[test]
 fn rate_limit_nacks_then_refills() {
     let mut s = Sim::new(HubConfig {

@@ -21,9 +21,11 @@
 //! ```
 //! use ws_server::server::{ServerConfig, Settings};
 //!
-//! // Every setting falls back to the cores' defaults.
+//! // Every setting falls back to the cores' defaults, but for the frame
+//! // limit, which is the hub's own (1 MiB).
 //! let config = ServerConfig::from_settings(&Settings::default()).unwrap();
-//! assert_eq!(config.ws.proto.max_frame_size, ws_proto::Config::default().max_frame_size);
+//! assert_eq!(config.ws.proto.max_handshake_size, ws_proto::Config::default().max_handshake_size);
+//! assert_eq!(config.ws.proto.max_frame_size, 1 << 20);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

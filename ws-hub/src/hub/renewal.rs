@@ -62,14 +62,15 @@ impl Hub {
 
     pub(super) fn on_refresh(&mut self, now: Instant, conn: ConnId, token: &str, id: Option<&str>) {
         if id.is_some_and(|i| i.is_empty() || i.len() > self.config.max_name_len) {
-            self.nack(conn, Op::Refresh, None, None, NackReason::BadRequest);
+            self.bad_request(now, conn, Op::Refresh, None);
             return;
         }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
         let Some(clock) = c.token else {
-            // A connection without an expiring token has nothing to renew.
+            // A connection without an expiring token has nothing to renew
+            // (not a violation: the client may not know how it was let in).
             self.nack(conn, Op::Refresh, id, None, NackReason::BadRequest);
             return;
         };

@@ -89,8 +89,7 @@ impl Hub {
         }
         match msg.op() {
             Some(op) => {
-                let room = msg.room().filter(|r| self.valid_name(r));
-                self.nack(conn, op, msg.id(), room, NackReason::RateLimited);
+                self.nack(conn, op, msg.id(), msg.room(), NackReason::RateLimited);
                 self.violation(now, conn);
             }
             // Pings and configures over the limit are dropped unanswered;
@@ -207,9 +206,7 @@ impl Hub {
         id: Option<&str>,
     ) -> Option<SessionKey> {
         if !self.valid_name(room) || id.is_some_and(|i| !self.valid_name(i)) {
-            let room = Some(room).filter(|r| self.valid_name(r));
-            let id = id.filter(|i| self.valid_name(i));
-            self.nack(conn, op, id, room, NackReason::BadRequest);
+            self.nack(conn, op, id, Some(room), NackReason::BadRequest);
             self.violation(now, conn);
             return None;
         }
@@ -310,6 +307,9 @@ impl Hub {
         allowed
     }
 
+    /// Nacks a request. An `id` or `room` that is not a valid name (empty
+    /// or longer than `max_name_len`) is never echoed, whatever the reason:
+    /// the client cannot have meant it, and a nack stays small.
     pub(super) fn nack(
         &mut self,
         conn: ConnId,
@@ -318,6 +318,8 @@ impl Hub {
         room: Option<&str>,
         reason: NackReason,
     ) {
+        let id = id.filter(|i| self.valid_name(i));
+        let room = room.filter(|r| self.valid_name(r));
         self.out.metrics.nacks.bump(reason);
         self.out.send(
             conn,
@@ -330,7 +332,8 @@ impl Hub {
         );
     }
 
-    fn bad_request(&mut self, now: Instant, conn: ConnId, op: Op, id: Option<&str>) {
+    /// Nacks a request `bad_request` and counts a violation.
+    pub(super) fn bad_request(&mut self, now: Instant, conn: ConnId, op: Op, id: Option<&str>) {
         self.nack(conn, op, id, None, NackReason::BadRequest);
         self.violation(now, conn);
     }

@@ -551,10 +551,19 @@ async fn route<R: Runtime>(
                 discard: b.discard,
             })
         }
-        ("GET", "/api/presence") => match ws_hub::query_param(query, "room") {
-            Some(room) if !room.is_empty() => return presence(rt, room.to_owned(), shared).await,
-            _ => return error(400, "bad_request", "missing `room` query parameter"),
-        },
+        ("GET", "/api/presence") => {
+            let max_name = shared.config.hub.max_name_len;
+            return match ws_hub::query_param(query, "room").map(form_decode) {
+                None => error(400, "bad_request", "missing `room` query parameter"),
+                Some(None) => error(400, "bad_request", "`room`: invalid percent-encoding"),
+                Some(Some(room)) if room.is_empty() || room.len() > max_name => error(
+                    400,
+                    "bad_request",
+                    &format!("`room` must be 1 to {max_name} bytes"),
+                ),
+                Some(Some(room)) => presence(rt, room, shared).await,
+            };
+        }
         ("GET", "/api/stats") => {
             let m = shared.metrics.lock().map(|m| m.clone()).unwrap_or_default();
             return (
@@ -571,6 +580,28 @@ async fn route<R: Runtime>(
         _ => return error(404, "not_found", "no such endpoint"),
     };
     ask(call, shared).await
+}
+
+/// A query-string value decoded as `application/x-www-form-urlencoded`
+/// (what `URLSearchParams` and form encoders write): `+` is a space and
+/// `%XX` a byte. `None` for a broken escape or bytes that are not UTF-8.
+fn form_decode(value: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Writes the answer and closes the write side.
@@ -610,6 +641,17 @@ async fn respond<T: Transport>(io: &mut T, (status, body): ApiAnswer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_form_decoded() {
+        assert_eq!(form_decode("lobby").as_deref(), Some("lobby"));
+        assert_eq!(form_decode("my+room").as_deref(), Some("my room"));
+        assert_eq!(form_decode("a%2Bb%20c").as_deref(), Some("a+b c"));
+        assert_eq!(form_decode("g%C3%A9n%c3%a9ral").as_deref(), Some("général"));
+        for bad in ["50%", "%4", "%zz", "%+1", "%FF"] {
+            assert_eq!(form_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_relayed_disconnect_is_told_from_hub_messages_and_from_its_own_echo() {

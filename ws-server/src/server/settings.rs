@@ -82,6 +82,12 @@ fn policy_name(policy: SlowConsumerPolicy) -> &'static str {
     }
 }
 
+/// The hub server's default `max_frame_size` (docs/PROTOCOL.md): 1 MiB,
+/// far above the hub's 64 KiB message limit (so a message between the two
+/// is refused politely) but well below the protocol core's general
+/// default, which `echo` keeps.
+const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
+
 /// The default address to listen on (of `serve` and `echo`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
 
@@ -192,8 +198,8 @@ settings! {
     max_unacked: usize = hub().max_unacked, "WS_MAX_UNACKED";
     /// Most HTTP headers in a handshake request.
     max_headers: usize = proto().max_headers, "WS_MAX_HEADERS";
-    /// Largest WebSocket frame, bytes.
-    max_frame_size: usize = proto().max_frame_size, "WS_MAX_FRAME_SIZE";
+    /// Largest WebSocket frame (and fragmented message, if above max_message_size), bytes; larger closes the connection with 1009.
+    max_frame_size: usize = DEFAULT_MAX_FRAME_SIZE, "WS_MAX_FRAME_SIZE";
     /// Largest HTTP handshake head, bytes.
     max_handshake_size: usize = proto().max_handshake_size, "WS_MAX_HANDSHAKE_SIZE";
     /// Opening handshake deadline, milliseconds.
@@ -430,7 +436,8 @@ mod tests {
         let config = ServerConfig::default();
         assert_eq!(config.hub, HubConfig::default());
         let proto = ws_proto::Config::default();
-        assert_eq!(config.ws.proto.max_frame_size, proto.max_frame_size);
+        // The one exception: the hub's frame limit (docs/PROTOCOL.md).
+        assert_eq!(config.ws.proto.max_frame_size, 1 << 20);
         assert_eq!(config.ws.proto.max_handshake_size, proto.max_handshake_size);
         assert_eq!(config.ws.proto.max_headers, proto.max_headers);
         assert_eq!(config.ws.proto.handshake_timeout, proto.handshake_timeout);
