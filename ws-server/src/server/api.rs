@@ -527,7 +527,7 @@ async fn route<R: Runtime>(
                 return error(
                     400,
                     "bad_request",
-                    "`code` must be in 4002-4999 (4000 and 4001 are the server's own)",
+                    "`code` must be in 4002-4999 (4000 and 4001 are reserved by the protocol)",
                 );
             }
             let reason = b.reason.unwrap_or_else(|| DISCONNECT_REASON.to_owned());
