@@ -92,7 +92,7 @@ const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
 
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+    ($( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)*)])? $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
         /// Every server setting. `None` means "not given here"; see
         /// [`Settings::merge`] and [`ServerConfig::from_settings`].
         #[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
@@ -105,7 +105,7 @@ macro_rules! settings {
                           "{}\n[default: {}]",
                           concat!($($doc, "\n",)+),
                           DefaultValue::<$ty>::value($default),
-                      ))]
+                      ) $(, $($arg)*)?)]
                 pub $name: Option<$ty>,
             )*
         }
@@ -136,7 +136,8 @@ settings! {
     redis: String = "", "WS_REDIS";
     /// Shared secret for HMAC tokens (`?token=` or `Authorization: Bearer`); empty: no token check.
     auth_secret: String = "", "WS_AUTH_SECRET";
-    /// Accept connections without a token (as anonymous users) even when a secret is set.
+    /// Accept connections without a token (as anonymous users) even when a secret is set (`--allow-anonymous` alone means true).
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
     allow_anonymous: bool = false, "WS_ALLOW_ANONYMOUS";
     /// Allowed Origin values, comma separated (others get 403; requests without Origin are allowed); empty: any origin.
     allowed_origins: String = "", "WS_ALLOWED_ORIGINS";
@@ -210,7 +211,8 @@ settings! {
     socket_max_outbound: usize = 262_144, "WS_SOCKET_MAX_OUTBOUND";
     /// Upper bound on a graceful shutdown, milliseconds.
     shutdown_grace_ms: u64 = millis(crate::shutdown::DEFAULT_GRACE), "WS_SHUTDOWN_GRACE_MS";
-    /// Send `join` / `leave` presence events to room members.
+    /// Send `join` / `leave` presence events to room members (`--presence-events` alone means true).
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
     presence_events: bool = hub().presence_events, "WS_PRESENCE_EVENTS";
     /// A `presence` answer lists users only up to this many per room; above, counts only.
     presence_max_users: usize = hub().presence_max_users, "WS_PRESENCE_MAX_USERS";
@@ -443,6 +445,31 @@ mod tests {
         assert_eq!(config.ws.proto.handshake_timeout, proto.handshake_timeout);
         assert_eq!(config.ws.proto.close_timeout, proto.close_timeout);
         assert_eq!(config.shutdown_grace, crate::shutdown::DEFAULT_GRACE);
+    }
+
+    #[test]
+    fn boolean_flags_may_stand_alone() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map(|c| (c.settings.allow_anonymous, c.settings.presence_events))
+                .ok()
+        };
+        assert_eq!(
+            parse(&["--allow-anonymous", "--presence-events"]),
+            Some((Some(true), Some(true)))
+        );
+        assert_eq!(
+            parse(&["--allow-anonymous", "false", "--presence-events", "true"]),
+            Some((Some(false), Some(true)))
+        );
+        assert_eq!(parse(&[]), Some((None, None)));
+        assert_eq!(parse(&["--allow-anonymous", "maybe"]), None);
     }
 
     #[test]
