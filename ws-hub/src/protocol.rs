@@ -601,6 +601,10 @@ mod tests {
             b"{\"type\":1}",
             b"{\"type\":\"ack\",\"seq\":-1}",
             b"\xff\xfe",
+            // A field of the protocol with the wrong type is malformed even
+            // in a message that does not use it (docs/PROTOCOL.md).
+            b"{\"type\":\"ping\",\"seq\":\"x\"}",
+            b"{\"type\":\"publish\",\"room\":\"r\",\"id\":\"1\",\"data\":1,\"user\":{}}",
         ] {
             let e = parse(bad).err().map(|e| e.code);
             assert_eq!(e, Some(ErrorCode::Malformed), "{bad:?}");
