@@ -345,3 +345,24 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+    use crate::session::{Session, SessionSet};
+
+    /// Every idle connection pays for these; what only some connections
+    /// use (a token clock, violations, a replay ring) is boxed.
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = (
+            size_of::<Conn>(),
+            size_of::<Session>(),
+            size_of::<SessionSet>(),
+        );
+        println!("Conn, Session, SessionSet: {sizes:?}");
+        assert!(sizes.0 <= 152, "Conn: {} bytes", sizes.0);
+        assert!(sizes.1 <= 104, "Session: {} bytes", sizes.1);
+        assert!(sizes.2 <= 16, "SessionSet: {} bytes", sizes.2);
+    }
+}
