@@ -11,17 +11,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::Instant;
 
-/// An ordered set of `(deadline, key)` with at most one deadline per key.
+/// An ordered set of `(deadline, key)` with at most one deadline per key:
+/// [`Deadlines`] plus an index by key.
 #[derive(Debug)]
 pub(crate) struct TimerSet<K> {
-    by_time: BTreeSet<(Instant, K)>,
+    by_time: Deadlines<K>,
     by_key: HashMap<K, Instant>,
 }
 
 impl<K: Ord + Hash + Copy> Default for TimerSet<K> {
     fn default() -> Self {
         Self {
-            by_time: BTreeSet::new(),
+            by_time: Deadlines::default(),
             by_key: HashMap::new(),
         }
     }
@@ -31,15 +32,15 @@ impl<K: Ord + Hash + Copy> TimerSet<K> {
     /// Arms (or re-arms) `key` to fire at `at`.
     pub(crate) fn set(&mut self, key: K, at: Instant) {
         if let Some(old) = self.by_key.insert(key, at) {
-            self.by_time.remove(&(old, key));
+            self.by_time.remove(old, key);
         }
-        self.by_time.insert((at, key));
+        self.by_time.insert(at, key);
     }
 
     /// Disarms `key`; a no-op if it is not armed.
     pub(crate) fn cancel(&mut self, key: K) {
         if let Some(old) = self.by_key.remove(&key) {
-            self.by_time.remove(&(old, key));
+            self.by_time.remove(old, key);
         }
     }
 
@@ -50,16 +51,12 @@ impl<K: Ord + Hash + Copy> TimerSet<K> {
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.by_time.first().map(|&(t, _)| t)
+        self.by_time.next()
     }
 
     /// Removes and returns the earliest timer if it is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
-        let &(at, key) = self.by_time.first()?;
-        if at > now {
-            return None;
-        }
-        self.by_time.pop_first();
+        let (at, key) = self.by_time.pop_due(now)?;
         self.by_key.remove(&key);
         Some((at, key))
     }
