@@ -55,27 +55,31 @@ impl TokenBucket {
 
 /// Counts protocol violations in a sliding time window; memory is bounded
 /// by `max` instants (the hub's bounds, passed in on each call). A
-/// connection without violations holds no storage.
+/// connection without violations holds no storage and only a pointer's
+/// room: the window is boxed on the first violation.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ViolationWindow {
-    times: VecDeque<Instant>,
+    // The box is the point: 8 bytes in every connection instead of 32.
+    #[allow(clippy::box_collection)]
+    times: Option<Box<VecDeque<Instant>>>,
 }
 
 impl ViolationWindow {
     /// Records one violation; returns `true` when more than `max`
     /// violations happened within `window` (the connection should go).
     pub(crate) fn record(&mut self, now: Instant, max: usize, window: Duration) -> bool {
-        while let Some(&t) = self.times.front() {
+        let times = self.times.get_or_insert_with(Box::default);
+        while let Some(&t) = times.front() {
             if now.saturating_duration_since(t) >= window {
-                self.times.pop_front();
+                times.pop_front();
             } else {
                 break;
             }
         }
-        if self.times.len() >= max {
+        if times.len() >= max {
             return true;
         }
-        self.times.push_back(now);
+        times.push_back(now);
         false
     }
 }

@@ -161,10 +161,14 @@ impl SessionMinter {
 
 /// Ring of the most recent messages of a session, bounded by count and
 /// bytes (a message's full length counts, although bodies are shared).
-/// The bounds are the hub's, passed to [`push`](Self::push); a session that
-/// has been sent nothing holds no storage.
+/// The bounds are the hub's, passed to [`push`](Self::push). A session
+/// that has been sent nothing holds no storage, and an idle session only
+/// a pointer: the ring is boxed on the first push.
 #[derive(Debug, Default)]
-pub(crate) struct ReplayBuffer {
+pub(crate) struct ReplayBuffer(Option<Box<Ring>>);
+
+#[derive(Debug, Default)]
+struct Ring {
     items: VecDeque<(u64, Payload)>,
     bytes: usize,
     /// Highest sequence number evicted (0: none yet).
@@ -180,37 +184,39 @@ pub(crate) struct ReplayLimits {
 
 impl ReplayBuffer {
     pub(crate) fn push(&mut self, seq: u64, payload: Payload, limits: ReplayLimits) {
-        self.bytes += payload.len();
-        self.items.push_back((seq, payload));
-        while self.items.len() > limits.max_messages || self.bytes > limits.max_bytes {
-            let Some((s, p)) = self.items.pop_front() else {
+        let ring = self.0.get_or_insert_with(Box::default);
+        ring.bytes += payload.len();
+        ring.items.push_back((seq, payload));
+        while ring.items.len() > limits.max_messages || ring.bytes > limits.max_bytes {
+            let Some((s, p)) = ring.items.pop_front() else {
                 break;
             };
-            self.bytes -= p.len();
-            self.lost_upto = s;
+            ring.bytes -= p.len();
+            ring.lost_upto = s;
         }
     }
 
     /// Every buffered message after `last_seq`, in order, or `None` if some
     /// of them were evicted.
     pub(crate) fn after(&self, last_seq: u64) -> Option<impl Iterator<Item = (u64, &Payload)>> {
-        if last_seq < self.lost_upto {
+        let ring = self.0.as_deref();
+        if ring.is_some_and(|r| last_seq < r.lost_upto) {
             return None;
         }
         Some(
-            self.items
-                .iter()
+            ring.into_iter()
+                .flat_map(|r| r.items.iter())
                 .filter(move |(s, _)| *s > last_seq)
                 .map(|(s, p)| (*s, p)),
         )
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.0.as_ref().map_or(0, |r| r.items.len())
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.0.as_ref().map_or(0, |r| r.bytes)
     }
 }
 
@@ -220,8 +226,10 @@ impl ReplayBuffer {
 pub(crate) enum SessionSet {
     /// A single session.
     One(SessionKey),
-    /// Several sessions (or none, transiently, before the entry goes).
-    Many(BTreeSet<SessionKey>),
+    /// Several sessions (or none, transiently, before the entry goes);
+    /// boxed, so that the common case keeps the index's entries small.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<SessionKey>>),
 }
 
 impl SessionSet {
@@ -229,7 +237,7 @@ impl SessionSet {
     pub(crate) fn insert(&mut self, key: SessionKey) {
         match self {
             Self::One(k) if *k == key => {}
-            Self::One(k) => *self = Self::Many(BTreeSet::from([*k, key])),
+            Self::One(k) => *self = Self::Many(Box::new(BTreeSet::from([*k, key]))),
             Self::Many(set) => {
                 set.insert(key);
             }
@@ -287,10 +295,11 @@ pub(crate) struct Unacked {
     pub(crate) due: Instant,
 }
 
-/// One client session.
+/// One client session. Its id's text is not stored: the hub mints it
+/// again from the key when it is needed (`welcome`, `resumed`), which
+/// saves every session an allocation.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) id: SessionId,
     pub(crate) user: UserId,
     pub(crate) anonymous: bool,
     /// The attached connection; `None` while detached.
@@ -303,9 +312,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, user: UserId, anonymous: bool, replay: ReplayBuffer) -> Self {
+    pub(crate) fn new(user: UserId, anonymous: bool, replay: ReplayBuffer) -> Self {
         Self {
-            id,
             user,
             anonymous,
             conn: None,

@@ -206,6 +206,7 @@ impl Hub {
     /// Answers a complete resume: `resumed`, then every buffered message
     /// after `last_seq`, in order.
     pub(super) fn replay(&mut self, now: Instant, conn: ConnId, key: SessionKey, last_seq: u64) {
+        let id = self.minter.mint(key);
         let Some((s, mut courier)) = self.courier_for(now, key) else {
             return;
         };
@@ -217,7 +218,7 @@ impl Hub {
         courier.out.send(
             conn,
             &ServerMessage::Resumed {
-                session: s.id.as_str(),
+                session: id.as_str(),
                 last_seq,
                 replayed: replay.len() as u64,
             },

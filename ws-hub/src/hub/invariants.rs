@@ -12,6 +12,9 @@ impl Hub {
     pub fn check_invariants(&self) -> Result<(), String> {
         let cfg = &self.config;
         for (conn, c) in &self.conns {
+            if !self.heartbeats.contains(c.heartbeat_at, *conn) {
+                return Err(format!("{conn}: heartbeat timer not armed"));
+            }
             let s = self
                 .sessions
                 .get(&c.session)
@@ -92,7 +95,10 @@ impl Hub {
         {
             return Err("dedup window over bounds".to_owned());
         }
-        if self.timers.len() > 6 * self.conns.len() + self.sessions.len() {
+        if self.heartbeats.len() != self.conns.len() {
+            return Err("heartbeat timers out of sync".to_owned());
+        }
+        if self.timers.len() > 3 * self.conns.len() + self.sessions.len() {
             return Err("timer leak".to_owned());
         }
         if self.conns.len() > cfg.max_connections {

@@ -78,6 +78,10 @@ impl Hub {
     ) {
         self.attach(key, conn);
         let config = &self.config;
+        let first = after(now, config.ping_interval).min(after(now, config.heartbeat_timeout));
+        let first = config
+            .idle_timeout
+            .map_or(first, |d| first.min(after(now, d)));
         self.conns.insert(
             conn,
             Box::new(Conn {
@@ -86,6 +90,7 @@ impl Hub {
                 last_activity: now,
                 last_message: now,
                 next_ping: after(now, config.ping_interval),
+                heartbeat_at: first,
                 bucket: TokenBucket::new(config.rate_burst, now),
                 violations: ViolationWindow::default(),
                 token: None,
@@ -93,11 +98,7 @@ impl Hub {
             }),
         );
         self.out.metrics.connections_total += 1;
-        let first = after(now, config.ping_interval).min(after(now, config.heartbeat_timeout));
-        self.timers.set(Timer::Heartbeat(conn), first);
-        if let Some(idle) = config.idle_timeout {
-            self.timers.set(Timer::Idle(conn), after(now, idle));
-        }
+        self.heartbeats.insert(first, conn);
     }
 
     fn welcome(&mut self, conn: ConnId, key: SessionKey) {
@@ -108,7 +109,7 @@ impl Hub {
         self.out.send(
             conn,
             &ServerMessage::Welcome {
-                session: s.id.as_str(),
+                session: self.minter.mint(key).as_str(),
                 user: s.user.as_str(),
                 node: &config.node_id,
                 ping_interval_ms: u64::try_from(config.ping_interval.as_millis())
@@ -122,14 +123,14 @@ impl Hub {
 
     fn resume_failed(&mut self, conn: ConnId, key: SessionKey, reason: ResumeFailure) {
         self.out.metrics.resumes_failed += 1;
-        let Some(s) = self.sessions.get(&key) else {
+        if !self.sessions.contains_key(&key) {
             return;
-        };
+        }
         self.out.send(
             conn,
             &ServerMessage::ResumeFailed {
                 reason,
-                session: s.id.as_str(),
+                session: self.minter.mint(key).as_str(),
             },
         );
     }
@@ -181,7 +182,6 @@ impl Hub {
         self.next_session += 1;
         let key = SessionKey(self.next_session);
         let session = Session::new(
-            self.minter.mint(key),
             identity.user.clone(),
             identity.anonymous,
             ReplayBuffer::default(),
@@ -287,6 +287,7 @@ impl Hub {
     /// Removes the connection and its timers; returns its session.
     fn release_conn(&mut self, conn: ConnId) -> Option<SessionKey> {
         let c = self.conns.remove(&conn)?;
+        self.heartbeats.remove(c.heartbeat_at, conn);
         for t in Timer::of_conn(conn) {
             self.timers.cancel(t);
         }

@@ -42,7 +42,7 @@ use crate::ratelimit::{TokenBucket, ViolationWindow};
 use crate::request::Request;
 use crate::room::Rooms;
 use crate::session::{Session, SessionId, SessionKey, SessionMinter, SessionSecret, SessionSet};
-use crate::timers::TimerSet;
+use crate::timers::{Deadlines, TimerSet};
 
 pub use self::api::{API_PUBLISHER, ApiPublished};
 pub use self::presence::{PresenceQuery, PresenceSnapshot};
@@ -80,10 +80,13 @@ struct Conn {
     last_message: Instant,
     /// When the next heartbeat ping is due if the connection stays quiet.
     next_ping: Instant,
+    /// When its heartbeat timer is armed, in `Hub::heartbeats`.
+    heartbeat_at: Instant,
     bucket: TokenBucket,
     violations: ViolationWindow,
-    /// When its token expires, if the adapter said.
-    token: Option<renewal::TokenClock>,
+    /// When its token expires, if the adapter said (boxed: most
+    /// connections have none, and each pays for the room).
+    token: Option<Box<renewal::TokenClock>>,
     /// The client closed cleanly and is done: discard its session on
     /// `Disconnected` instead of keeping it for resume.
     done: bool,
@@ -146,6 +149,8 @@ pub struct Hub {
     rooms: Rooms,
     dedup: Dedup,
     timers: TimerSet<Timer>,
+    /// Every connection's heartbeat timer (see [`Timer::Heartbeat`]).
+    heartbeats: Deadlines<ConnId>,
     out: Outbox,
     next_session: u64,
     next_api_id: u64,
@@ -192,6 +197,7 @@ impl Hub {
             users: HashMap::new(),
             rooms: Rooms::default(),
             timers: TimerSet::default(),
+            heartbeats: Deadlines::default(),
             out: Outbox::default(),
             next_session: 0,
             next_api_id: 0,
@@ -230,10 +236,13 @@ impl Hub {
         self.conns.contains_key(&conn)
     }
 
-    /// The session attached to `conn`.
-    pub fn session_id(&self, conn: ConnId) -> Option<&SessionId> {
+    /// The session attached to `conn` (its id is minted on each call,
+    /// not stored).
+    pub fn session_id(&self, conn: ConnId) -> Option<SessionId> {
         let c = self.conns.get(&conn)?;
-        self.sessions.get(&c.session).map(|s| &s.id)
+        self.sessions
+            .contains_key(&c.session)
+            .then(|| self.minter.mint(c.session))
     }
 
     /// The user of `conn`.
@@ -286,7 +295,10 @@ impl Hub {
     /// must be called; `None` if nothing is scheduled. Re-read it after
     /// every `handle*` call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.heartbeats.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- input (timers: see `timeouts`) -----
@@ -334,5 +346,26 @@ impl Hub {
             }
             Command::Shutdown => self.shut_down(now),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+    use crate::session::{Session, SessionSet};
+
+    /// Every idle connection pays for these; what only some connections
+    /// use (a token clock, violations, a replay ring) is boxed.
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = (
+            size_of::<Conn>(),
+            size_of::<Session>(),
+            size_of::<SessionSet>(),
+        );
+        println!("Conn, Session, SessionSet: {sizes:?}");
+        assert!(sizes.0 <= 152, "Conn: {} bytes", sizes.0);
+        assert!(sizes.1 <= 104, "Session: {} bytes", sizes.1);
+        assert!(sizes.2 <= 16, "SessionSet: {} bytes", sizes.2);
     }
 }

@@ -51,7 +51,7 @@ impl Hub {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.token = Some(clock);
+        c.token = Some(Box::new(clock));
         let expires = clock.expires_at();
         let warn = expires
             .checked_sub(self.config.token_expiring_before)
@@ -68,7 +68,7 @@ impl Hub {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let Some(clock) = c.token else {
+        let Some(clock) = c.token.as_deref().copied() else {
             // A connection without an expiring token has nothing to renew
             // (not a violation: the client may not know how it was let in).
             self.nack(conn, Op::Refresh, id, None, NackReason::BadRequest);
@@ -119,7 +119,11 @@ impl Hub {
     }
 
     pub(super) fn on_token_expiring(&mut self, now: Instant, conn: ConnId) {
-        let Some(clock) = self.conns.get(&conn).and_then(|c| c.token) else {
+        let Some(clock) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.token.as_deref().copied())
+        else {
             return;
         };
         let left = clock.expires_at().saturating_duration_since(now);

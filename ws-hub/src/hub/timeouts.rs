@@ -7,7 +7,7 @@
 //! later. A busy connection therefore costs one timer update per interval,
 //! not one per message.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{CLOSE_GOING_AWAY, CLOSE_POLICY, Hub, after};
 use crate::id::ConnId;
@@ -16,14 +16,16 @@ use crate::session::SessionKey;
 /// What a timer is for: the key of the hub's [`TimerSet`](crate::timers::TimerSet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Timer {
-    /// Heartbeat: close the connection if it has been silent past the
-    /// deadline, else send a ping if it has been quiet for an interval.
-    /// One timer per connection serves both (each timer entry costs an
-    /// idle connection about 100 bytes); the liveness check comes first, so
-    /// a connection due both is closed without a pointless last ping.
+    /// Heartbeat and idle eviction: close the connection if it has been
+    /// silent past the heartbeat deadline, or has sent no message for the
+    /// idle timeout; else send a ping if it has been quiet for an
+    /// interval. One timer per connection serves all three (each timer
+    /// entry costs an idle connection about 100 bytes). The checks come in
+    /// that order, so a connection due for several is closed once, without
+    /// a pointless last ping. Kept in the hub's `heartbeats`
+    /// ([`Deadlines`](crate::timers::Deadlines), the connection holds its
+    /// deadline), never in its `TimerSet`.
     Heartbeat(ConnId),
-    /// Close the connection if it has sent no message for the idle timeout.
-    Idle(ConnId),
     /// Retransmit unacknowledged messages.
     Retransmit(ConnId),
     /// Drop a detached session whose retention time is over.
@@ -35,11 +37,9 @@ pub(super) enum Timer {
 }
 
 impl Timer {
-    /// Every timer a connection may have armed.
-    pub(super) fn of_conn(conn: ConnId) -> [Self; 5] {
+    /// Every timer a connection may have armed in the `TimerSet`.
+    pub(super) fn of_conn(conn: ConnId) -> [Self; 3] {
         [
-            Self::Heartbeat(conn),
-            Self::Idle(conn),
             Self::Retransmit(conn),
             Self::TokenExpiring(conn),
             Self::TokenExpired(conn),
@@ -53,14 +53,29 @@ impl Hub {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Collect first: a timer re-armed while handling is never handled
         // twice in one call, so this always terminates.
+        // Both sets in one time order; at equal instants heartbeats come
+        // first, as `Timer::Heartbeat` is the first kind.
         let mut due = Vec::new();
-        while let Some((_, t)) = self.timers.pop_due(now) {
+        loop {
+            let heartbeat = self.heartbeats.next().filter(|&t| t <= now);
+            let other = self.timers.next().filter(|&t| t <= now);
+            let heartbeat_first = match (heartbeat, other) {
+                (Some(h), Some(o)) => h <= o,
+                (h, _) => h.is_some(),
+            };
+            let t = if heartbeat_first {
+                self.heartbeats
+                    .pop_due(now)
+                    .map(|(_, c)| Timer::Heartbeat(c))
+            } else {
+                self.timers.pop_due(now).map(|(_, t)| t)
+            };
+            let Some(t) = t else { break };
             due.push(t);
         }
         for t in due {
             match t {
                 Timer::Heartbeat(c) => self.on_heartbeat_timer(now, c),
-                Timer::Idle(c) => self.on_idle_timer(now, c),
                 Timer::Retransmit(c) => self.on_retransmit_timer(now, c),
                 Timer::SessionExpiry(k) => self.on_session_expiry(k),
                 Timer::TokenExpiring(c) => self.on_token_expiring(now, c),
@@ -69,10 +84,11 @@ impl Hub {
         }
     }
 
-    /// Liveness first (the deadline is checked lazily: traffic since the
-    /// timer was armed moves it), then the ping: sent when the connection
-    /// has been quiet for an interval, and again every interval while it
-    /// stays quiet. Re-arms for whichever of the two comes next.
+    /// Liveness first, then idle eviction (both deadlines are checked
+    /// lazily: traffic since the timer was armed moves them), then the
+    /// ping: sent when the connection has been quiet for an interval, and
+    /// again every interval while it stays quiet. Re-arms for whichever of
+    /// the three comes next.
     fn on_heartbeat_timer(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -82,6 +98,12 @@ impl Hub {
         if dead_at <= now {
             self.out.metrics.heartbeat_timeouts += 1;
             self.close(now, conn, CLOSE_GOING_AWAY, "heartbeat timeout", true);
+            return;
+        }
+        let idle_at = config.idle_timeout.map(|d| after(c.last_message, d));
+        if idle_at.is_some_and(|t| t <= now) {
+            self.out.metrics.idle_evictions += 1;
+            self.close(now, conn, CLOSE_GOING_AWAY, "idle timeout", true);
             return;
         }
         if c.next_ping <= now {
@@ -94,41 +116,10 @@ impl Hub {
             }
         }
         let next = c.next_ping.min(dead_at);
-        self.timers.set(Timer::Heartbeat(conn), next);
-    }
-
-    fn on_idle_timer(&mut self, now: Instant, conn: ConnId) {
-        let (Some(last), Some(limit)) = (
-            self.conns.get(&conn).map(|c| c.last_message),
-            self.config.idle_timeout,
-        ) else {
-            return;
-        };
-        if self.close_if_silent(now, conn, Timer::Idle(conn), last, limit, "idle timeout") {
-            self.out.metrics.idle_evictions += 1;
-        }
-    }
-
-    /// Closes `conn` (1001, keeping its session) if `limit` has passed
-    /// since `last`; otherwise re-arms its `timer` for the moment it will
-    /// have. Returns whether it closed.
-    fn close_if_silent(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        timer: Timer,
-        last: Instant,
-        limit: Duration,
-        reason: &'static str,
-    ) -> bool {
-        let due = after(last, limit);
-        if due <= now {
-            self.close(now, conn, CLOSE_GOING_AWAY, reason, true);
-            true
-        } else {
-            self.timers.set(timer, due);
-            false
-        }
+        let next = idle_at.map_or(next, |t| next.min(t));
+        // Popped when it fired: nothing to remove first.
+        c.heartbeat_at = next;
+        self.heartbeats.insert(next, conn);
     }
 
     /// Re-sends every unacknowledged message that is due, with doubling

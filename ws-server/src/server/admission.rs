@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::assets::Asset;
 use ws_hub::{AuthError, AuthRequest, Authenticator, ConnId, Identity, ResumeRequest};
@@ -19,8 +19,10 @@ pub(crate) struct IpLimiter {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
-pub(crate) struct IpSlot<'a> {
-    limiter: &'a IpLimiter,
+/// One connection's count at its address; owns its limiter so that a
+/// connection task can hold it without borrowing the server's state.
+pub(crate) struct IpSlot {
+    limiter: Arc<IpLimiter>,
     ip: IpAddr,
 }
 
@@ -32,18 +34,21 @@ pub(crate) fn ip_allows(count: usize, limit: usize) -> bool {
 
 impl IpLimiter {
     /// Takes a slot for `ip`, unless it already holds `limit` (0: no limit).
-    pub(crate) fn acquire(&self, ip: IpAddr, limit: usize) -> Option<IpSlot<'_>> {
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if !ip_allows(*count, limit) {
             return None;
         }
         *count += 1;
-        Some(IpSlot { limiter: self, ip })
+        Some(IpSlot {
+            limiter: self.clone(),
+            ip,
+        })
     }
 }
 
-impl Drop for IpSlot<'_> {
+impl Drop for IpSlot {
     fn drop(&mut self) {
         let mut counts = self
             .limiter
@@ -346,7 +351,7 @@ mod tests {
         assert_eq!(status(&got), Some(429));
         assert!(ip_allows(0, 1) && !ip_allows(1, 1) && !ip_allows(5, 2));
         assert!(ip_allows(1_000_000, 0), "0 is no limit");
-        let limiter = IpLimiter::default();
+        let limiter = Arc::new(IpLimiter::default());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let first = limiter.acquire(ip, 2);
         let second = limiter.acquire(ip, 2);

@@ -15,92 +15,121 @@ use ws_hub::{Command, ConnId};
 use ws_proto::{AcceptOptions, HttpResponse, Request};
 
 use super::Shared;
-use super::admission::{self, Admission, Admitted, IpSlot, Peer, Policy, Refusal, Route};
+use super::admission::{self, Admission, Admitted, Peer, Policy, Refusal, Route};
+use super::api::Replayed;
 use super::bodies::BodyCache;
 use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
-use super::tls::ServerTls;
+use crate::shutdown::ConnectionGuard;
 use ws_async::Incoming;
 use ws_async::WsError;
 use ws_async::{Decision, accept_with};
 use ws_async::{Runtime, Transport};
 
-/// Serves one accepted TCP connection to the end.
-pub(crate) async fn serve_connection<T: Transport, R: Runtime>(
+/// Serves one accepted TCP connection to the end, then drops `guard`.
+/// The returned future is the connection's whole task: spawn it as it is,
+/// since a future awaited in another `async` block that owns it takes its
+/// room twice (once as the block's capture, once as the awaited value).
+///
+/// Not an `async fn`, so that its arguments are not kept in the task: the
+/// TLS and WebSocket handshakes and the hub's `Open` run in a boxed
+/// future that owns them and is freed once the connection is open. What
+/// stays in the task for the connection's life is [`live`]'s state and
+/// the few values it needs, and every byte of it is paid by every idle
+/// connection.
+pub(crate) fn serve_connection<T: Transport, R: Runtime>(
     rt: R,
     io: T,
     peer: SocketAddr,
     shared: Arc<Shared>,
-) {
+    guard: ConnectionGuard,
+) -> impl Future<Output = ()> {
     let slot = shared
         .ip_limiter
         .acquire(peer.ip(), shared.config.max_connections_per_ip);
-    let Some(tls) = &shared.config.tls else {
-        let config = shared.config.ws.clone();
-        return serve_upgrade(rt, io, peer, &shared, slot, config, None).await;
-    };
-    // On a TLS port the per-IP limit applies before the TLS handshake, so
-    // a flood of hellos from one address costs no crypto (and gets no 429:
-    // there is no HTTP without the handshake).
-    if slot.is_none() {
-        ServerCounters::bump(&shared.counters.ip_limit_refusals);
-        return;
+    let opening = Box::pin(opening(rt, io, peer, shared.clone(), slot.is_some()));
+    async move {
+        // `.await` consumes the box: it is freed once the connection is open.
+        if let Some(mut opened) = opening.await {
+            live(&mut opened, &peer, &shared).await;
+        }
+        drop(slot);
+        drop(guard);
     }
-    // Boxed: a TLS stream (rustls state, over a kilobyte) held in this
-    // future would size every connection task, plain ones included.
-    Box::pin(serve_tls(rt, io, peer, &shared, slot, tls)).await;
 }
 
-/// A connection on a TLS port: the TLS handshake, then [`serve_upgrade`].
-async fn serve_tls<T: Transport, R: Runtime>(
+/// A connection past its handshakes, known to the hub.
+struct Opened<T, R: Runtime> {
+    conn: ConnId,
+    reader: ws_async::ReadHalf<T, R>,
+    writer: ws_async::WriteHalf<T, R>,
+    outbox: Arc<Outbox>,
+}
+
+/// The handshakes and the hub's `Open`, up to an open plain connection.
+/// A TLS connection lives its whole life in here (it holds a TLS stream
+/// of its own, over ten kilobytes, so one more allocation is nothing)
+/// and gives back `None`, like a connection that did not open.
+async fn opening<T: Transport, R: Runtime>(
     rt: R,
     io: T,
     peer: SocketAddr,
-    shared: &Shared,
-    slot: Option<IpSlot<'_>>,
-    tls: &ServerTls,
-) {
-    // Boxed, like the WebSocket handshake below: freed once done.
+    shared: Arc<Shared>,
+    has_slot: bool,
+) -> Option<Opened<Replayed<T>, R>> {
+    let Some(tls) = &shared.config.tls else {
+        let config = shared.config.ws.clone();
+        return open(rt, io, peer, &shared, has_slot, config, None).await;
+    };
+    // On a TLS port the per-IP limit applies before the TLS handshake, so
+    // a flood of hellos from one address costs no crypto (and gets no
+    // 429: there is no HTTP without the handshake).
+    if !has_slot {
+        ServerCounters::bump(&shared.counters.ip_limit_refusals);
+        return None;
+    }
+    // Boxed, like the WebSocket handshake: freed once done.
     let (io, config) = match Box::pin(tls.handshake(&rt, io, &shared.config.ws)).await {
         Ok(done) => done,
         Err(e) => {
             ServerCounters::bump(&shared.counters.tls_handshake_failures);
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
     };
     ServerCounters::bump(&shared.counters.tls_handshakes);
     let user = io.peer_user();
-    serve_upgrade(rt, io, peer, shared, slot, config, user).await;
+    if let Some(mut opened) = open(rt, io, peer, &shared, has_slot, config, user).await {
+        live(&mut opened, &peer, &shared).await;
+    }
+    None
 }
 
-/// The WebSocket handshake and then the connection's life; `cert_user`
-/// is the user a verified TLS client certificate names.
-async fn serve_upgrade<T: Transport, R: Runtime>(
+/// The WebSocket handshake (or a server-API request, answered here), then
+/// the hub's `Open`; `cert_user` is the user a verified TLS client
+/// certificate names. `None` once the connection has been dealt with.
+async fn open<T: Transport, R: Runtime>(
     rt: R,
     io: T,
     peer: SocketAddr,
     shared: &Shared,
-    slot: Option<IpSlot<'_>>,
+    has_slot: bool,
     config: ws_async::WsConfig,
     cert_user: Option<String>,
-) {
+) -> Option<Opened<Replayed<T>, R>> {
     // Server-API requests (docs/API.md) are answered here.
-    let Some(io) = super::api::intercept(&rt, io, shared).await else {
-        return;
-    };
+    let io = super::api::intercept(&rt, io, shared).await?;
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let peer_info = Peer {
         conn,
         addr: peer,
-        has_slot: slot.is_some(),
+        has_slot,
         cert_user: cert_user.as_deref(),
     };
     let mut admitted = None;
-    // Boxed so that the handshake's state is freed once the connection is
-    // open instead of living in the task for the connection's lifetime.
+    // Boxed: the handshake's state is large and short-lived.
     let accepted = Box::pin(accept_with(rt, io, config, |req| {
         let (decision, outcome) = decide(req, &peer_info, shared);
         admitted = outcome;
@@ -109,21 +138,18 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
     .await;
     let ws = match accepted {
         Ok(ws) => ws,
-        Err(WsError::Refused(_)) => return,
+        Err(WsError::Refused(_)) => return None,
         Err(e) => {
             ServerCounters::bump(&shared.counters.handshake_failures);
             tracing::debug!(%peer, error = %e, "handshake failed");
-            return;
+            return None;
         }
     };
-    let Some(Admitted {
+    let Admitted {
         identity,
         resume,
         token_expiry,
-    }) = admitted
-    else {
-        return;
-    };
+    } = admitted?;
     ServerCounters::bump(&shared.counters.handshakes);
     let outbox = Arc::new(Outbox::new(shared.config.hub.outbound));
     let open = ToHub::Open {
@@ -133,9 +159,7 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
         remote_addr: peer,
         resume,
     };
-    if shared.hub.send(open).await.is_err() {
-        return;
-    }
+    shared.hub.send(open).await.ok()?;
     if let Some((now_unix_secs, expires_unix_secs)) = token_expiry {
         let expiry = Command::TokenExpiry {
             conn,
@@ -144,15 +168,64 @@ async fn serve_upgrade<T: Transport, R: Runtime>(
         };
         let _ = shared.hub.send(ToHub::Command(expiry)).await;
     }
-    let (mut reader, mut writer) = ws.split();
-    if let Err(e) = pump(conn, &mut reader, &mut writer, &outbox, shared).await {
+    let (reader, writer) = ws.split();
+    Some(Opened {
+        conn,
+        reader,
+        writer,
+        outbox,
+    })
+}
+
+/// The open connection's life, then its end told to the hub.
+async fn live<T: Transport, R: Runtime>(
+    opened: &mut Opened<T, R>,
+    peer: &SocketAddr,
+    shared: &Shared,
+) {
+    let Opened {
+        conn,
+        reader,
+        writer,
+        outbox,
+    } = opened;
+    let conn = *conn;
+    if let Err(e) = pump(conn, reader, writer, outbox, shared).await {
         tracing::debug!(%peer, ?conn, error = %e, "connection ended with an error");
     }
     outbox.detach();
-    for command in dispatch::ended(conn, reader.close_info()) {
-        let _ = shared.hub.send(ToHub::Command(command)).await;
+    // Boxed: the commands would otherwise take room in every task.
+    Box::pin(ended(conn, reader.close_info(), shared)).await;
+}
+
+/// Tells the hub how the connection ended.
+async fn ended(conn: ConnId, close: Option<ws_async::CloseInfo>, shared: &Shared) {
+    for command in dispatch::ended(conn, close) {
+        let _ = to_hub(&shared.hub, ToHub::Command(command)).await;
     }
-    drop(slot);
+}
+
+/// Hands `message` to the hub task, waiting while its inbox is full;
+/// `Err` once the hub task has gone. Not an `async fn`: the message is
+/// handed over before the first poll, and only a wait (rare, boxed) is
+/// left in the future, so the connection task does not carry a
+/// command-sized slot for its whole life.
+fn to_hub(
+    hub: &async_channel::Sender<ToHub>,
+    message: ToHub,
+) -> impl Future<Output = Result<(), ()>> + '_ {
+    let wait = match hub.try_send(message) {
+        Ok(()) => Ok(None),
+        Err(async_channel::TrySendError::Full(m)) => Ok(Some(Box::pin(hub.send(m)))),
+        Err(async_channel::TrySendError::Closed(_)) => Err(()),
+    };
+    async move {
+        match wait {
+            Ok(None) => Ok(()),
+            Ok(Some(send)) => send.await.map_err(drop),
+            Err(()) => Err(()),
+        }
+    }
 }
 
 /// Chooses the answer to a request ([`admission::admit`]), reading the
@@ -282,7 +355,7 @@ async fn pump<T: Transport, R: Runtime>(
                 };
                 // Without the hub, a message has nowhere to go.
                 let is_message = matches!(command, Command::Request { .. });
-                if shared.hub.send(ToHub::Command(command)).await.is_err() && is_message {
+                if to_hub(&shared.hub, ToHub::Command(command)).await.is_err() && is_message {
                     return Ok(());
                 }
             }

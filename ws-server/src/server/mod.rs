@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Mutex<Metrics>>,
     pub(crate) counters: ServerCounters,
     pub(crate) bus_stats: Option<Arc<BusStats>>,
-    pub(crate) ip_limiter: admission::IpLimiter,
+    pub(crate) ip_limiter: Arc<admission::IpLimiter>,
     pub(crate) next_conn: AtomicU64,
     /// Compress-once for deliveries, when deflate is on.
     pub(crate) bodies: Option<bodies::BodyCache>,
@@ -267,7 +267,7 @@ pub async fn serve_with<R: Runtime>(
         metrics,
         counters,
         bus_stats,
-        ip_limiter: admission::IpLimiter::default(),
+        ip_limiter: Arc::default(),
         next_conn: AtomicU64::new(1),
         bodies,
     });
@@ -277,10 +277,7 @@ pub async fn serve_with<R: Runtime>(
             Ok((io, peer)) => {
                 let guard = shutdown.track();
                 let (rt2, shared) = (rt.clone(), shared.clone());
-                rt.spawn(async move {
-                    conn::serve_connection(rt2, io, peer, shared).await;
-                    drop(guard);
-                });
+                rt.spawn(conn::serve_connection(rt2, io, peer, shared, guard));
             }
             Err(e) => accept_error(&rt, e).await,
         }
