@@ -8,12 +8,12 @@
 # `FIGURE` and `PHASE` lines at the end, for docs/RELIABILITY.md.
 #
 # Needs redis-server (scripts/install-deps.sh installs it).
+# The test builds the server binaries itself (in release here).
 # Usage: scripts/chaos.sh [test name filter, e.g. chaos_soak_smol]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo build --release --quiet --bin ws-tokio --bin ws-smol
 cargo test --release -p ws-tests --test chaos -- --ignored --test-threads=1 --nocapture "$@" \
     2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
