@@ -511,6 +511,8 @@ struct PhaseRecord {
     /// then), just before a restarted node was stopped, and at the end.
     before: [Metrics; 2],
     before_stop: Option<Metrics>,
+    /// When the restarted node was sent SIGTERM.
+    stopped_at: Option<Instant>,
     after: [Metrics; 2],
 }
 
@@ -586,6 +588,10 @@ struct Figures {
     /// Publishes acknowledged by a node being stopped that never reached
     /// the other node.
     tail_out: HashSet<(usize, u32)>,
+    /// Of those, sent before the SIGTERM.
+    tail_out_before_sigterm: HashSet<(usize, u32)>,
+    /// Publishes acknowledged by a node being stopped, in its last phase.
+    stopped_acked: HashSet<(usize, u32)>,
     /// Publishes sent after a restarted node's members joined again but
     /// before its bus confirmed their rooms, missed by them.
     head: HashSet<(usize, u32)>,
@@ -653,6 +659,7 @@ fn soak(bin: &'static str, client_rt: Rt, plan: Plan) -> Figures {
         }
         std::thread::sleep(plan.lead);
         let mut before_stop = None;
+        let mut stopped_at = None;
         match event {
             Event::Calm => {}
             Event::KillRedis(down) => {
@@ -662,6 +669,7 @@ fn soak(bin: &'static str, client_rt: Rt, plan: Plan) -> Figures {
             }
             Event::RestartNode(x) => {
                 before_stop = Some(nodes[x].metrics());
+                stopped_at = Some(Instant::now());
                 shared.generation[x].fetch_add(1, Ordering::SeqCst);
                 let status = nodes[x].terminate();
                 assert!(status.success(), "{bin} node {x} exited with {status}");
@@ -707,6 +715,7 @@ fn soak(bin: &'static str, client_rt: Rt, plan: Plan) -> Figures {
             end: Instant::now(),
             before,
             before_stop,
+            stopped_at,
             after: [nodes[0].metrics(), nodes[1].metrics()],
         });
     }
@@ -911,12 +920,16 @@ fn check(plan: &Plan, phases: &[PhaseRecord], logs: &[Log]) -> Figures {
                     let ready = phases[phase].ready;
                     // (after, until, whether a tail): what was sent in
                     // between could have reached this epoch.
-                    let stopped = epoch.ended.map(|(t, _)| t);
-                    let (after, until, kind) = if cnode == x && k == 0 {
-                        (Some(epoch.joined), stopped, Window::TailIn)
-                    } else if cnode == x {
+                    let record = &phases[phase];
+                    let ended = epoch.ended.map(|(t, _)| t);
+                    let spans = epoch.joined < record.start && ended.is_none_or(|t| t > record.end);
+                    let (after, until, kind) = if cnode == x
+                        && ended.is_some_and(|t| t > record.start && t < record.end)
+                    {
+                        (Some(epoch.joined), ended, Window::TailIn)
+                    } else if cnode == x && epoch.joined > record.start {
                         (Some(epoch.joined), Some(ready), Window::Head)
-                    } else if pnode == x && k == 0 {
+                    } else if pnode == x && spans {
                         (None, None, Window::TailOut)
                     } else {
                         continue;
@@ -962,6 +975,15 @@ fn check(plan: &Plan, phases: &[PhaseRecord], logs: &[Log]) -> Figures {
                         Window::Head => &mut f.head,
                     };
                     set.extend(lost.iter().map(|&n| (p, n)));
+                    if matches!(kind, Window::TailOut) {
+                        f.stopped_acked.extend(expected.iter().map(|&n| (p, n)));
+                        let sigterm = record.stopped_at.unwrap_or(record.end);
+                        f.tail_out_before_sigterm.extend(
+                            lost.iter()
+                                .filter(|&&n| plog.sent[n as usize].at < sigterm)
+                                .map(|&n| (p, n)),
+                        );
+                    }
                 }
             }
         }
@@ -1084,7 +1106,7 @@ fn light_plan() -> Plan {
 
 fn report(bin: &str, plan: &Plan, f: &Figures) {
     println!(
-        "FIGURE chaos {bin}: {} clients, {} rooms, {:.1} s; publishes {} (acked {}), deliveries {}, checked same-node {} cross-node {}; redis kills {}, node restarts {}; cross-node missing {} = dropped {} + unheard {}; around restarts missed: at the stopped node's members {}, from the stopped node {}, at the restarted node's members before resubscription {}; resume_failed {}",
+        "FIGURE chaos {bin}: {} clients, {} rooms, {:.1} s; publishes {} (acked {}), deliveries {}, checked same-node {} cross-node {}; redis kills {}, node restarts {}; cross-node missing {} = dropped {} + unheard {}; around restarts missed: at the stopped node's members {}, from the stopped node {} of {} it acknowledged in its last phase ({} sent before its SIGTERM), at the restarted node's members before resubscription {}; resume_failed {}",
         f.clients,
         plan.rooms,
         f.secs,
@@ -1100,6 +1122,8 @@ fn report(bin: &str, plan: &Plan, f: &Figures) {
         f.unheard,
         f.tail_in.len(),
         f.tail_out.len(),
+        f.stopped_acked.len(),
+        f.tail_out_before_sigterm.len(),
         f.head.len(),
         f.resume_failed
     );
