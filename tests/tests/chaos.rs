@@ -52,8 +52,8 @@
 //!   it (`ws_bus_out_total`), and nothing received was dropped
 //!   (`ws_bus_received_dropped_total`).
 //!
-//! `chaos_light` (a few dozen clients, one Redis kill, both runtimes, the
-//! debug binaries) runs by default. The full soak (300 clients, Redis
+//! `chaos_light` (24 clients, one Redis kill, one node restart, both
+//! runtimes, the debug binaries; a few seconds each) runs by default. The full soak (300 clients, Redis
 //! killed three times, each node restarted once) is `#[ignore]`d; run it
 //! with `scripts/chaos.sh` (release binaries, both runtimes), which prints
 //! the figures for docs/RELIABILITY.md.
@@ -1100,7 +1100,10 @@ fn light_plan() -> Plan {
         interval: Duration::from_millis(50),
         lead: Duration::from_millis(500),
         tail: Duration::from_millis(300),
-        events: vec![Event::KillRedis(Duration::from_millis(300))],
+        events: vec![
+            Event::KillRedis(Duration::from_millis(300)),
+            Event::RestartNode(0),
+        ],
     }
 }
 
