@@ -53,10 +53,11 @@
 //!   (`ws_bus_received_dropped_total`).
 //!
 //! `chaos_light` (24 clients, one Redis kill, one node restart, both
-//! runtimes, the debug binaries; a few seconds each) runs by default. The full soak (300 clients, Redis
-//! killed three times, each node restarted once) is `#[ignore]`d; run it
-//! with `scripts/chaos.sh` (release binaries, both runtimes), which prints
-//! the figures for docs/RELIABILITY.md.
+//! runtimes, the debug binaries; a few seconds each) runs by default. The
+//! full soak (300 clients, Redis killed three times, each node restarted
+//! once) is `#[ignore]`d; run it with `scripts/chaos.sh` (release
+//! binaries, both runtimes), which prints the figures for
+//! docs/RELIABILITY.md.
 
 // The clock paces publishers and bounds waits; the checks compare the
 // order of events, never durations.
