@@ -17,6 +17,7 @@ pub mod cli;
 pub mod hub_client;
 pub mod proxy;
 pub mod redis;
+pub mod serve_process;
 pub mod tls;
 
 /// Which runtime a side runs on.

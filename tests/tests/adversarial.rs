@@ -17,46 +17,16 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
 use tungstenite::{Message, WebSocket};
+use ws_tests::serve_process::{BINARIES, bin_dir};
 use ws_tests::{client_frame, close_code, read_frames_until_eof, read_http_head};
 
 /// Bound on every wait; a test that needs longer has failed.
 const WAIT: Duration = Duration::from_secs(60);
-
-const BINARIES: [&str; 2] = ["ws-tokio", "ws-smol"];
-
-/// Builds the server binaries once per test process (a no-op when they
-/// are fresh) in this test's profile, and returns the directory.
-fn bin_dir() -> &'static std::path::Path {
-    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test path");
-        // target/<profile>/deps/adversarial-<hash>
-        let dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--manifest-path", manifest]);
-        for b in BINARIES {
-            build.args(["--bin", b]);
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building the server binaries failed");
-        dir
-    })
-}
 
 /// Raises this process's soft file-descriptor limit to the hard one (the
 /// server children inherit it).

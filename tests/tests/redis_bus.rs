@@ -197,6 +197,12 @@ fn two_nodes(a_rt: Rt, b_rt: Rt) {
     a.expect(&[(GLOBAL, "marker-b2")]);
     b.expect(&[(GLOBAL, "marker-b2")]);
     assert_eq!(a.stats.publish_dropped() + b.stats.publish_dropped(), 0);
+    // Receivers, as Redis counted them: "early", "elsewhere" and
+    // "after-unsubscribe" none, each room message one (A), each global
+    // message two (A and B).
+    wait_until("receivers counted", LIMIT, || {
+        b.stats.publish_receivers() == 100 + 2 + 2 && a.stats.publish_receivers() == 2
+    });
     let errors_before = (a.stats.errors(), b.stats.errors());
 
     // Redis goes away: both notice, publishes are dropped and counted,

@@ -60,11 +60,16 @@
 //! Redis pub/sub is at-most-once and keeps nothing for absent subscribers:
 //!
 //! - messages this node publishes while disconnected are dropped (counted
-//!   in `ws_bus_publish_dropped_total`), and so is a batch whose PUBLISH
-//!   failed when the connection broke (it may or may not have reached
-//!   Redis);
+//!   in `ws_bus_publish_dropped_total`), and so is every PUBLISH of a
+//!   pipeline that Redis had not answered when the connection broke (it
+//!   may or may not have reached Redis); the ones it answered count as
+//!   published, so published plus dropped is every message the hub handed
+//!   over;
 //! - messages other nodes publish while this node's subscriber connection
-//!   is down are never seen by this node;
+//!   is down (or not yet subscribed again) are never seen by this node, and
+//!   the publishing node cannot tell: Redis accepted them. Each PUBLISH
+//!   reply says how many subscriber connections got the message; their sum
+//!   is `ws_bus_publish_receivers_total`, which shows such losses;
 //! - local delivery inside the node is unaffected.
 //!
 //! Nothing is replayed after reconnection; clients that need the gap use
@@ -146,6 +151,7 @@ pub struct BusStats {
     subscriptions: AtomicU64,
     reconnects: AtomicU64,
     published: AtomicU64,
+    publish_receivers: AtomicU64,
     publish_dropped: AtomicU64,
     received: AtomicU64,
     received_dropped: AtomicU64,
@@ -175,13 +181,25 @@ impl BusStats {
         self.reconnects.load(Ordering::Relaxed)
     }
 
-    /// Messages Redis accepted for publishing.
+    /// Messages Redis accepted for publishing (answered the PUBLISH).
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
 
+    /// Subscriber connections Redis delivered this node's published
+    /// messages to, summed over them (each PUBLISH reply is the number of
+    /// connections, on every node, this one's included, that received it).
+    /// Published times the number of nodes following the channel, minus
+    /// this, is what Redis accepted while a node was not subscribed.
+    pub fn publish_receivers(&self) -> u64 {
+        self.publish_receivers.load(Ordering::Relaxed)
+    }
+
     /// Messages dropped instead of published: Redis was down, or the
-    /// PUBLISH failed.
+    /// PUBLISH was not answered (the connection broke first). A dropped
+    /// message may still have reached Redis if it was written just before
+    /// the connection broke and Redis processed it without its reply
+    /// getting back.
     pub fn publish_dropped(&self) -> u64 {
         self.publish_dropped.load(Ordering::Relaxed)
     }
@@ -230,8 +248,13 @@ impl BusStats {
                 self.published(),
             ),
             (
+                "ws_bus_publish_receivers_total",
+                "Subscriber connections (all nodes) Redis delivered this node's publishes to.",
+                self.publish_receivers(),
+            ),
+            (
                 "ws_bus_publish_dropped_total",
-                "Messages not published because Redis was down or the publish failed.",
+                "Messages not published because Redis was down or did not answer the publish.",
                 self.publish_dropped(),
             ),
             (
@@ -527,25 +550,30 @@ impl<R: Runtime> Bus<R> {
                 Err(_) => break,
             }
         }
-        // Counted as dropped by `serve` if the subscriber connection fails
-        // while this is in flight.
+        // Each PUBLISH counts as published once Redis has answered it, and
+        // as dropped otherwise: by `serve` (what is still in flight) if the
+        // subscriber connection fails meanwhile, or below on an error.
         in_flight.store(n, Ordering::Relaxed);
+        let stats = &self.stats;
         let result = limit(&self.rt, RESPONSE_TIMEOUT, async {
             publisher.flush().await?;
-            for _ in 0..n {
+            for left in (0..n).rev() {
                 match publisher.read().await? {
-                    Value::Integer(_) => {}
+                    Value::Integer(receivers) => {
+                        in_flight.store(left, Ordering::Relaxed);
+                        BusStats::bump(&stats.published, 1);
+                        BusStats::bump(&stats.publish_receivers, receivers.unsigned_abs());
+                    }
                     other => return Err(ConnError::unexpected(other)),
                 }
             }
             Ok(())
         })
         .await;
-        in_flight.store(0, Ordering::Relaxed);
-        match result {
-            Ok(()) => BusStats::bump(&self.stats.published, n),
-            Err(_) => BusStats::bump(&self.stats.publish_dropped, n),
-        }
+        BusStats::bump(
+            &self.stats.publish_dropped,
+            in_flight.swap(0, Ordering::Relaxed),
+        );
         result
     }
 
