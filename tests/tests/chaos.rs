@@ -42,7 +42,8 @@
 //!   between their join and then may miss only a first run per publisher
 //!   (a "head"); members of the stopped process, and the other node's
 //!   members for the stopped process's publishes, may miss only a last run
-//!   per publisher (a "tail": in flight when the process stopped);
+//!   per publisher (a "tail": in flight when the process stopped); the
+//!   latter must in fact be empty (the bus outlives the hub task);
 //! - every client of a restarted node is closed with 1001, reconnects with
 //!   its `session` and `last_seq`, gets `resume_failed` `unknown`, joins
 //!   its room again and receives from then on;
@@ -988,6 +989,16 @@ fn check(plan: &Plan, phases: &[PhaseRecord], logs: &[Log]) -> Figures {
                 }
             }
         }
+    }
+
+    // A stopping node keeps its bus until its hub task has ended, so every
+    // publish it acknowledged reaches the other node's stable members.
+    if !f.tail_out.is_empty() {
+        problems.push(format!(
+            "{} publishes acknowledged by a stopping node never reached the other node: {:?}",
+            f.tail_out.len(),
+            f.tail_out.iter().take(5).collect::<Vec<_>>()
+        ));
     }
 
     // Counters, per phase and node process.

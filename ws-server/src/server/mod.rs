@@ -190,6 +190,12 @@ pub async fn serve_with<R: Runtime>(
     let (to_hub, inbox) = async_channel::bounded(HUB_INBOX);
     let metrics = Arc::new(Mutex::new(hub.metrics()));
 
+    // The bus outlives the hub task (it stops once the hub task has dropped
+    // its sender and every queued publish is handed to Redis), so that what
+    // the hub acknowledged during the grace period still reaches the other
+    // nodes. `bus_stop` cuts it off at the grace deadline.
+    let bus_stop = Shutdown::new();
+    let bus_done = Shutdown::new();
     let (bus_link, bus_stats) = match &config.redis {
         Some(url) => {
             let (commands_tx, commands_rx) = async_channel::bounded(HUB_INBOX);
@@ -198,14 +204,19 @@ pub async fn serve_with<R: Runtime>(
             let _ = commands_tx.try_send(crate::bus::BusCommand::Subscribe(
                 ws_hub::GLOBAL_CHANNEL.to_owned(),
             ));
-            rt.spawn(run_redis_bus(
+            let bus_guard = bus_done.track();
+            let bus = run_redis_bus(
                 rt.clone(),
                 url.clone(),
                 commands_rx,
                 incoming_tx,
                 stats.clone(),
-                shutdown.clone(),
-            ));
+                bus_stop.clone(),
+            );
+            rt.spawn(async move {
+                bus.await;
+                drop(bus_guard);
+            });
             let (presence_tx, presence_rx) = async_channel::bounded(presence_table::MAX_QUERIES);
             if let Ok(url) = crate::bus::url::RedisUrl::parse(url) {
                 rt.spawn(presence_table::answer_queries(
@@ -293,5 +304,7 @@ pub async fn serve_with<R: Runtime>(
     drop(shared);
     drop(to_hub);
     futures_lite::future::or(hub_done.drained(), rt.sleep_until(deadline)).await;
+    futures_lite::future::or(bus_done.drained(), rt.sleep_until(deadline)).await;
+    bus_stop.trigger();
     Ok(())
 }
