@@ -7,6 +7,7 @@
 //! the read side runs a minimal streaming frame parser ([`wire::FrameParser`])
 //! that only counts messages unless it is asked to capture payloads.
 
+pub mod deflate;
 pub mod procfs;
 pub mod server;
 pub mod target;

@@ -11,6 +11,10 @@ use tokio::net::TcpStream;
 /// unpredictable keys; the server still has to unmask every byte).
 pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+/// The RSV1 bit of a frame's first byte: set on the first frame of a
+/// message compressed with permessage-deflate (RFC 7692).
+pub const RSV1: u8 = 0x40;
+
 /// Opcode of a continuation frame.
 pub const OP_CONT: u8 = 0x0;
 /// Opcode of a text frame.
@@ -92,8 +96,10 @@ pub enum Event<'a> {
     Data {
         /// Opcode of the first frame (text or binary).
         opcode: u8,
-        /// Total payload length.
+        /// Total payload length (on the wire: compressed if `compressed`).
         len: u64,
+        /// RSV1 was set on the first frame (permessage-deflate).
+        compressed: bool,
         /// Unmasked payload, if captured.
         payload: &'a [u8],
     },
@@ -129,6 +135,7 @@ pub struct FrameParser {
     hdr_len: usize,
     msg_opcode: u8,
     msg_len: u64,
+    msg_compressed: bool,
     data: Vec<u8>,
     ctrl: Vec<u8>,
 }
@@ -144,6 +151,7 @@ impl FrameParser {
             hdr_len: 0,
             msg_opcode: 0,
             msg_len: 0,
+            msg_compressed: false,
             data: Vec::new(),
             ctrl: Vec::new(),
         }
@@ -293,6 +301,7 @@ impl FrameParser {
             OP_TEXT | OP_BINARY => {
                 self.msg_opcode = opcode;
                 self.msg_len = 0;
+                self.msg_compressed = b0 & RSV1 != 0;
                 self.data.clear();
             }
             OP_CLOSE | OP_PING | OP_PONG => {
@@ -329,6 +338,7 @@ impl FrameParser {
             _ if fin => on(Event::Data {
                 opcode: self.msg_opcode,
                 len: self.msg_len,
+                compressed: self.msg_compressed,
                 payload: &self.data,
             }),
             _ => {}
@@ -376,16 +386,30 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
     }
 }
 
-/// Performs the client opening handshake; returns any bytes the server
-/// sent after its response head (the beginning of the frame stream).
+/// What the server answered to the client opening handshake.
+#[derive(Debug)]
+pub struct Opened {
+    /// Bytes the server sent after its response head (the beginning of
+    /// the frame stream).
+    pub leftover: Vec<u8>,
+    /// The `Sec-WebSocket-Extensions` answer, if any.
+    pub extensions: Option<String>,
+}
+
+/// Performs the client opening handshake, offering `extensions` (a
+/// `Sec-WebSocket-Extensions` value) if given.
 pub async fn client_handshake(
     stream: &mut TcpStream,
     host: &str,
     path: &str,
-) -> anyhow::Result<Vec<u8>> {
+    extensions: Option<&str>,
+) -> anyhow::Result<Opened> {
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(512);
@@ -406,7 +430,15 @@ pub async fn client_handshake(
     if !ok {
         anyhow::bail!("bad or missing Sec-WebSocket-Accept");
     }
-    Ok(buf.split_off(head_len))
+    let extensions = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    Ok(Opened {
+        leftover: buf.split_off(head_len),
+        extensions,
+    })
 }
 
 /// Performs a minimal server opening handshake (for peers that have no
@@ -452,6 +484,7 @@ mod tests {
                 opcode,
                 len,
                 payload,
+                ..
             } => out.push((opcode, len, payload.to_vec())),
             Event::Ping(b) => out.push((OP_PING, b.len() as u64, b.to_vec())),
             Event::Pong => out.push((OP_PONG, 0, vec![])),

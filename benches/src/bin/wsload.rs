@@ -31,9 +31,17 @@ use serde_json::json;
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
+use ws_benches::deflate::{self, Inflater, Offer};
 use ws_benches::procfs::{self, CpuSample};
 use ws_benches::target::Target;
-use ws_benches::wire::{self, Event, FrameParser, MASK_KEY, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
+use ws_benches::wire::{
+    self, Event, FrameParser, MASK_KEY, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, RSV1,
+};
+
+/// Typical hub JSON of a given size (`--json`), shared with ws-proto's
+/// deflate benchmarks so the figures compare.
+#[path = "../../../ws-proto/benches/support/json.rs"]
+mod json;
 
 #[derive(Parser, Debug)]
 #[command(about = "WebSocket load tool (loopback only)")]
@@ -70,6 +78,12 @@ struct Common {
     /// How many connections to open concurrently during setup.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Offer permessage-deflate: `no-context` (no context takeover either
+    /// way) or `takeover` (the server may keep its context). The run fails
+    /// if the server does not accept. Sent messages are compressed once up
+    /// front (each on its own); received ones are inflated and checked.
+    #[arg(long, value_enum, default_value_t = Offer::Off)]
+    deflate: Offer,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -94,6 +108,11 @@ struct EchoArgs {
     /// Send binary frames instead of text.
     #[arg(long)]
     binary: bool,
+    /// Payload: typical hub JSON events (as in ws-proto's deflate
+    /// benchmarks) instead of repeated letters, which compress far better
+    /// than real traffic.
+    #[arg(long)]
+    json: bool,
     /// Payloads at least this large are discarded unread by the kernel
     /// (`recv` with `MSG_TRUNC`) instead of being copied; 0 = never (the
     /// default: on loopback the receive copy is not where the time goes).
@@ -125,6 +144,12 @@ struct ConnectArgs {
     /// Seconds to wait after the last connection before reading RSS.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// With `--hold`: each connection first exchanges one text message of
+    /// this many bytes of typical JSON with an echo server (compressed
+    /// with `--deflate`), then idles; 0 = none. Shows what a connection
+    /// keeps after it has used its compression contexts.
+    #[arg(long, default_value_t = 0)]
+    exchange: usize,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -232,14 +257,18 @@ fn source_for(i: usize, per_source: usize) -> Option<IpAddr> {
     }
 }
 
+/// An open connection: the stream, any bytes that followed the handshake
+/// response, and the inflater if permessage-deflate was negotiated.
+type Conn = (TcpStream, Vec<u8>, Option<Inflater>);
+
 /// Connects (optionally from `src`), sets `TCP_NODELAY` and, unless `raw`,
-/// performs the opening handshake. Returns the stream and any bytes that
-/// followed the handshake response.
+/// performs the opening handshake with the `offer`.
 async fn open(
     target: &Target,
     src: Option<IpAddr>,
     raw: bool,
-) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    offer: Offer,
+) -> anyhow::Result<Conn> {
     let mut s = match src {
         Some(ip) => {
             let sock = if ip.is_ipv4() {
@@ -255,10 +284,11 @@ async fn open(
     };
     s.set_nodelay(true)?;
     if raw {
-        return Ok((s, Vec::new()));
+        return Ok((s, Vec::new(), None));
     }
-    let left = wire::client_handshake(&mut s, &target.host, &target.path).await?;
-    Ok((s, left))
+    let opened = wire::client_handshake(&mut s, &target.host, &target.path, offer.header()).await?;
+    let inflater = offer.check_answer(opened.extensions.as_deref())?;
+    Ok((s, opened.leftover, inflater))
 }
 
 /// Opens the connections of `shard` (indices `i` with `i % shards == shard`)
@@ -270,10 +300,11 @@ async fn open_many(
     shard: usize,
     shards: usize,
     raw: bool,
-) -> (Vec<(TcpStream, Vec<u8>)>, u64) {
+) -> (Vec<Conn>, u64) {
     let per_source = common.per_source;
+    let offer = common.deflate;
     let results: Vec<_> = futures_util::stream::iter((shard..total).step_by(shards))
-        .map(|i| open(target, source_for(i, per_source), raw))
+        .map(|i| open(target, source_for(i, per_source), raw, offer))
         .buffer_unordered(common.concurrency.max(1))
         .collect()
         .await;
@@ -342,6 +373,8 @@ struct Stats {
     msgs: u64,
     bytes: u64,
     errors: u64,
+    /// Messages received compressed (RSV1).
+    compressed: u64,
     hist: Histogram<u64>,
 }
 
@@ -351,6 +384,7 @@ impl Stats {
             msgs: 0,
             bytes: 0,
             errors: 0,
+            compressed: 0,
             hist: new_hist(),
         }
     }
@@ -361,6 +395,7 @@ impl Stats {
             acc.msgs += s.msgs;
             acc.bytes += s.bytes;
             acc.errors += s.errors;
+            acc.compressed += s.compressed;
             acc.hist.add(&s.hist).expect("same bounds");
         }
         acc
@@ -376,10 +411,19 @@ fn secs(x: f64) -> Duration {
 fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
     let target = Target::parse_plain(&a.common.url)?;
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
-    let payload: Vec<u8> = (0..a.size).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut frame = Vec::new();
-    wire::encode_frame(&mut frame, opcode, &payload, Some(MASK_KEY));
+    let payload: Vec<u8> = if a.json {
+        json::typical_json(a.size.max(2)).into_bytes()
+    } else {
+        (0..a.size).map(|i| b'a' + (i % 26) as u8).collect()
+    };
+    let deflate = a.common.deflate != Offer::Off;
+    if deflate && a.raw_tcp {
+        bail!("--deflate needs a WebSocket server, not --raw-tcp");
+    }
+    let frame = message_frame(opcode, &payload, a.common.deflate);
+    let frame_len = frame.len();
     let frame: Arc<[u8]> = frame.into();
+    let payload_len = payload.len() as u64;
     let depth = a.depth.max(1);
     let barrier = Arc::new(Barrier::new(threads + 1));
     let (warmup, duration) = (secs(a.warmup), secs(a.duration));
@@ -415,15 +459,15 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
             stats.borrow_mut().errors = conn_errors;
             let spec = Rc::new(EchoSpec {
                 frame,
-                payload_len: a.size as u64,
+                payload_len,
                 depth,
                 skip_above: a.skip_above,
                 win,
             });
-            for (s, left) in conns {
+            for (s, left, inflater) in conns {
                 let (spec, stats) = (Rc::clone(&spec), Rc::clone(&stats));
                 tokio::task::spawn_local(async move {
-                    let r = echo_conn(s, left, &spec, &stats).await;
+                    let r = echo_conn(s, left, inflater, &spec, &stats).await;
                     if let Err(e) = r {
                         let mut st = stats.borrow_mut();
                         if st.errors == 0 {
@@ -479,6 +523,9 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
             "server_cpu_util": util(cpu_us, secs_f),
             "load_cpu_util": util(load_us, secs_f),
             "server_cpu_us_per_msg": cpu_per_msg.map(round2),
+            "deflate": format!("{:?}", a.common.deflate),
+            "sent_frame_bytes": frame_len,
+            "compressed_received": st.compressed,
         })
     );
     Ok(())
@@ -503,6 +550,7 @@ struct EchoSpec {
 async fn echo_conn(
     s: TcpStream,
     leftover: Vec<u8>,
+    mut inflater: Option<Inflater>,
     spec: &EchoSpec,
     stats: &RefCell<Stats>,
 ) -> anyhow::Result<()> {
@@ -514,7 +562,8 @@ async fn echo_conn(
         win,
     } = *spec;
     let flen = frame.len();
-    let mut parser = FrameParser::new(false);
+    // Compressed echoes are inflated, so their payloads are captured.
+    let mut parser = FrameParser::new(inflater.is_some());
     let mut rbuf = vec![0u8; 64 * 1024];
     let mut inflight: VecDeque<Instant> = VecDeque::with_capacity(depth);
     let now = Instant::now();
@@ -543,7 +592,19 @@ async fn echo_conn(
         let st = &mut *st;
         let mut bad = 0u64;
         let mut handle = |ev: Event<'_>| match ev {
-            Event::Data { len, .. } => {
+            Event::Data {
+                len,
+                compressed,
+                payload,
+                ..
+            } => {
+                let len = match inflater.as_mut() {
+                    Some(inf) if compressed => {
+                        st.compressed += 1;
+                        inf.inflate(payload).map_or(u64::MAX, |p| p.len() as u64)
+                    }
+                    _ => len,
+                };
                 if len != payload_len {
                     bad += 1;
                 }
@@ -674,7 +735,7 @@ fn close_frame() -> Vec<u8> {
 /// frame (or EOF). Returns the time to the handshake response.
 async fn one_handshake(target: &Target, close: &[u8]) -> anyhow::Result<Duration> {
     let t = Instant::now();
-    let (mut s, left) = open(target, None, false).await?;
+    let (mut s, left, _) = open(target, None, false, Offer::Off).await?;
     let hs = t.elapsed();
     s.write_all(close).await?;
     let mut parser = FrameParser::new(false);
@@ -816,15 +877,28 @@ fn hold(a: ConnectArgs, nofile: u64) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let t0 = Instant::now();
-    let (conns, errors) = rt.block_on(open_many(&target, &a.common, n, 0, 1, false));
+    let (mut conns, mut errors) = rt.block_on(open_many(&target, &a.common, n, 0, 1, false));
     let open_s = t0.elapsed().as_secs_f64();
+    if a.exchange > 0 {
+        let text = json::typical_json(a.exchange.max(2));
+        let frame = message_frame(OP_TEXT, text.as_bytes(), a.common.deflate);
+        for (s, left, inflater) in &mut conns {
+            let r = rt.block_on(exchange_one(s, left, inflater.as_mut(), &frame, a.exchange));
+            if let Err(e) = r {
+                if errors == 0 {
+                    eprintln!("exchange: {e:#}");
+                }
+                errors += 1;
+            }
+        }
+    }
     // Let the server settle (the reactor keeps running), then check the
     // connections are still up: none closed by the server.
     let alive = rt.block_on(async {
         tokio::time::sleep(secs(a.settle)).await;
         let mut alive = 0u64;
         let mut probe = [0u8; 1];
-        for (s, _) in &conns {
+        for (s, ..) in &conns {
             match s.try_read(&mut probe) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => alive += 1,
                 _ => {}
@@ -855,10 +929,78 @@ fn hold(a: ConnectArgs, nofile: u64) -> anyhow::Result<()> {
             "rss_before": before,
             "rss_after": after,
             "bytes_per_conn": per_conn.map(f64::round),
+            "deflate": format!("{:?}", a.common.deflate),
+            "exchange": a.exchange,
         })
     );
     drop(conns);
     Ok(())
+}
+
+/// A masked frame carrying `payload`, compressed (RSV1) unless `offer`
+/// is [`Offer::Off`].
+fn message_frame(opcode: u8, payload: &[u8], offer: Offer) -> Vec<u8> {
+    let mut f = Vec::new();
+    if offer == Offer::Off {
+        wire::encode_frame(&mut f, opcode, payload, Some(MASK_KEY));
+    } else {
+        let packed = deflate::compress_message(payload);
+        wire::encode_frame(&mut f, opcode, &packed, Some(MASK_KEY));
+        f[0] |= RSV1;
+    }
+    f
+}
+
+/// Sends `frame` and reads until its echo (of `len` plain bytes) is back.
+async fn exchange_one(
+    s: &mut TcpStream,
+    left: &[u8],
+    mut inflater: Option<&mut Inflater>,
+    frame: &[u8],
+    len: usize,
+) -> anyhow::Result<()> {
+    s.write_all(frame).await?;
+    let mut parser = FrameParser::new(true);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = None;
+    let mut input = left.to_vec();
+    loop {
+        let mut err = None;
+        parser.feed(&input, |ev| {
+            if let Event::Data {
+                compressed,
+                payload,
+                len,
+                ..
+            } = ev
+            {
+                got = Some(match inflater.as_mut() {
+                    Some(inf) if compressed => match inf.inflate(payload) {
+                        Ok(p) => p.len() as u64,
+                        Err(e) => {
+                            err = Some(e);
+                            0
+                        }
+                    },
+                    _ => len,
+                });
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match got {
+            Some(n) if n == len as u64 => return Ok(()),
+            Some(n) => bail!("echo of {n} bytes, expected {len}"),
+            None => {}
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            bail!("server closed the connection (EOF)");
+        }
+        input.clear();
+        input.extend_from_slice(&buf[..n]);
+    }
 }
 
 // ---------------------------------------------------------------- fanout
@@ -925,10 +1067,30 @@ fn fill(template: &str, i: u64, ts: u64, seq: u64, size: usize) -> String {
     let base_len = s.len() - if has_pad { 5 } else { 0 };
     let pad = size.saturating_sub(base_len);
     if has_pad {
-        s = s.replace("{pad}", &"x".repeat(pad));
+        s = s.replace("{pad}", &pad_words(pad, seq));
     } else {
         s.push_str(&" ".repeat(pad));
     }
+    s
+}
+
+/// `len` bytes of words (chat-like text, varying with `seed`), so a padded
+/// message compresses like real text rather than like a run of one byte.
+fn pad_words(len: usize, seed: u64) -> String {
+    const WORDS: [&str; 16] = [
+        "hello", "world", "room", "update", "price", "latency", "ok", "join", "leave", "typing",
+        "message", "ack", "order", "filled", "quote", "status",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut s = String::with_capacity(len + 8);
+    while s.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        s.push_str(WORDS[(state % 16) as usize]);
+        s.push(' ');
+    }
+    s.truncate(len);
     s
 }
 
@@ -937,6 +1099,8 @@ struct FanStats {
     in_window: u64,
     total: u64,
     unparsed: u64,
+    /// Deliveries received compressed (RSV1).
+    compressed: u64,
     errors: u64,
     published: u64,
     /// Deliveries the publishes of this shard should make.
@@ -997,6 +1161,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 in_window: 0,
                 total: 0,
                 unparsed: 0,
+                compressed: 0,
                 errors: 0,
                 published: 0,
                 expected: 0,
@@ -1008,7 +1173,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 open_many(&target, &a.common, a.subscribers, shard, threads, false).await;
             stats.borrow_mut().errors += errs;
             let mut ready = Vec::with_capacity(subs.len());
-            for (i, (mut s, left)) in subs.into_iter().enumerate() {
+            for (i, (mut s, left, inflater)) in subs.into_iter().enumerate() {
                 if !a.subscribe_msg.is_empty() {
                     let idx = i * threads + shard;
                     let mut f = Vec::new();
@@ -1020,14 +1185,14 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                         continue;
                     }
                 }
-                ready.push((s, left));
+                ready.push((s, left, inflater));
             }
             // Publisher `p` lives on shard `p % threads` and connects before
             // the barrier.
             let mut publishers = Vec::new();
             for p in (shard..a.publishers).step_by(threads) {
                 let init = a.publisher_init.as_deref().map(|t| in_room(t, p % rooms));
-                match open_publisher(&target, init.as_deref()).await {
+                match open_publisher(&target, init.as_deref(), a.common.deflate).await {
                     Ok(s) => publishers.push((p % rooms, s)),
                     Err(e) => {
                         eprintln!("publisher: {e:#}");
@@ -1043,10 +1208,11 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
                 end: pub_start + warmup + duration,
             };
             let marker: Rc<[u8]> = marker.as_bytes().into();
-            for (s, left) in ready {
+            for (s, left, inflater) in ready {
                 let (stats, marker) = (Rc::clone(&stats), Rc::clone(&marker));
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = subscriber(s, left, base, win, &marker, &stats).await {
+                    let r = subscriber(s, left, inflater, base, win, &marker, &stats).await;
+                    if let Err(e) = r {
                         let mut st = stats.borrow_mut();
                         if st.errors == 0 {
                             eprintln!("subscriber error: {e:#}");
@@ -1091,6 +1257,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
         st.in_window += s.in_window;
         st.total += s.total;
         st.unparsed += s.unparsed;
+        st.compressed += s.compressed;
         st.errors += s.errors;
         st.published += s.published;
         st.expected += s.expected;
@@ -1134,6 +1301,8 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
             "delivered_total": st.total,
             "expected_total": expected,
             "unparsed": st.unparsed,
+            "compressed_received": st.compressed,
+            "deflate": format!("{:?}", a.common.deflate),
             "p50_us": pct_us(&st.hist, 0.5),
             "p99_us": pct_us(&st.hist, 0.99),
             "p999_us": pct_us(&st.hist, 0.999),
@@ -1155,6 +1324,7 @@ fn fanout(a: FanoutArgs, threads: usize) -> anyhow::Result<()> {
 async fn subscriber(
     mut s: TcpStream,
     left: Vec<u8>,
+    mut inflater: Option<Inflater>,
     base: Instant,
     win: Window,
     marker: &[u8],
@@ -1181,9 +1351,20 @@ async fn subscriber(
             let mut st = stats.borrow_mut();
             let st = &mut *st;
             parser.feed(data, |ev| match ev {
-                Event::Data { payload, .. } => {
+                Event::Data {
+                    payload,
+                    compressed,
+                    ..
+                } => {
                     st.total += 1;
-                    match find_ts(payload, marker) {
+                    let plain = match inflater.as_mut() {
+                        Some(inf) if compressed => {
+                            st.compressed += 1;
+                            inf.inflate(payload).ok()
+                        }
+                        _ => Some(payload),
+                    };
+                    match plain.and_then(|p| find_ts(p, marker)) {
                         Some(ts) => {
                             if win.contains(now) {
                                 st.in_window += 1;
@@ -1209,8 +1390,14 @@ async fn subscriber(
     }
 }
 
-async fn open_publisher(target: &Target, init: Option<&str>) -> anyhow::Result<TcpStream> {
-    let (mut s, _left) = open(target, None, false).await?;
+/// The publisher negotiates what the subscribers do (its own copies come
+/// compressed too) and publishes plain frames.
+async fn open_publisher(
+    target: &Target,
+    init: Option<&str>,
+    offer: Offer,
+) -> anyhow::Result<TcpStream> {
+    let (mut s, _left, _) = open(target, None, false, offer).await?;
     if let Some(init) = init {
         let mut f = Vec::new();
         let text = fill(init, 0, 0, 0, 0);
@@ -1329,7 +1516,12 @@ mod tests {
     fn fill_pads() {
         let s = fill(r#"{"ts":{ts},"p":"{pad}"}"#, 0, 5, 1, 40);
         assert_eq!(s.len(), 40);
-        assert!(s.starts_with(r#"{"ts":5,"p":"xx"#));
+        assert!(s.starts_with(r#"{"ts":5,"p":""#));
+        assert!(
+            s[13..38]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b' ')
+        );
         assert_eq!(fill("{seq}", 0, 0, 7, 4), "7   ");
     }
 }

@@ -18,6 +18,7 @@ const INFLATE_STEP: usize = 64 << 10;
 /// A raw-DEFLATE compressor for whole messages.
 pub(crate) struct Deflater {
     inner: Compress,
+    level: u32,
     window_bits: u8,
 }
 
@@ -26,12 +27,17 @@ impl Deflater {
     pub(crate) fn new(level: u32, window_bits: u8) -> Self {
         Self {
             inner: Compress::new_with_window_bits(Compression::new(level), false, window_bits),
+            level,
             window_bits,
         }
     }
 
     pub(crate) fn window_bits(&self) -> u8 {
         self.window_bits
+    }
+
+    pub(crate) fn level(&self) -> u32 {
+        self.level
     }
 
     /// Compresses the concatenation of `parts` as one message and returns
