@@ -22,7 +22,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = runtime.block_on(run(runtime_tokio::TokioRuntime, cli));
+    // The application runs as a task, not as `block_on`'s own future: waking
+    // that future (the accept loop, once per connection) unparks the driver
+    // with an eventfd write, where waking a task on its own thread does not.
+    let code = runtime.block_on(async {
+        match tokio::spawn(run(runtime_tokio::TokioRuntime, cli)).await {
+            Ok(code) => code,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => 1,
+        }
+    });
     // Background tasks (lingering connections) must not delay the exit.
     runtime.shutdown_background();
     std::process::exit(code);

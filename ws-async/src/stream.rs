@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role};
 
 use crate::error::WsError;
@@ -84,8 +84,25 @@ pub enum Incoming {
     Pong(Bytes),
 }
 
+/// Which half of the connection is polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Half {
+    Reader,
+    Writer,
+}
+
+/// Stores the task's waker in `slot`, cloning it only when it changed.
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
 /// Largest slice count handed to one vectored write.
 const MAX_IOV: usize = 64;
+/// Slice count of the first try (see `Inner::poll_flush_out`).
+const FEW_IOV: usize = 4;
 /// Smallest read.
 const MIN_READ: usize = 4096;
 /// Size of each thread's scratch buffer for reads into an empty
@@ -151,18 +168,34 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     }
 
     /// Writes queued bytes until the queue is empty or the transport is full.
-    pub(crate) fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// `me` is the half that polls: its own waker is not woken (it is
+    /// running now, and re-registers if it returns `Pending`), which at
+    /// depth 1 saves a second, empty poll of the task after every echo.
+    pub(crate) fn poll_flush_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        me: Half,
+    ) -> Poll<io::Result<()>> {
         let had = self.conn.buffered_outbound();
         while self.conn.buffered_outbound() > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.conn.transmit_slices(&mut slices);
-            match self.io.poll_write_vectored(cx, &slices[..n]) {
+            // Most writes are one or two slices: fill a small array first,
+            // the large one only when the small one was not enough.
+            let mut few = [IoSlice::new(&[]); FEW_IOV];
+            let n = self.conn.transmit_slices(&mut few);
+            let polled = if n < FEW_IOV {
+                self.io.poll_write_vectored(cx, &few[..n])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = self.conn.transmit_slices(&mut slices);
+                self.io.poll_write_vectored(cx, &slices[..n])
+            };
+            match polled {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(written)) => self.conn.consume_transmit(written),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if self.conn.buffered_outbound() < had {
-                        self.wake_others();
+                        self.wake_others_than(me);
                     }
                     return Poll::Pending;
                 }
@@ -177,13 +210,13 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             Poll::Pending => {
                 self.transport_flush_pending = true;
                 if had > 0 {
-                    self.wake_others();
+                    self.wake_others_than(me);
                 }
                 return Poll::Pending;
             }
         }
         if had > 0 || std::mem::take(&mut self.transport_flush_pending) {
-            self.wake_others();
+            self.wake_others_than(me);
         }
         Poll::Ready(Ok(()))
     }
@@ -193,6 +226,17 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             w.wake();
         }
         if let Some(w) = self.reader_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Wakes the halves waiting on the connection, except `me`.
+    fn wake_others_than(&mut self, me: Half) {
+        let other = match me {
+            Half::Reader => &mut self.writer_waker,
+            Half::Writer => &mut self.reader_waker,
+        };
+        if let Some(w) = other.take() {
             w.wake();
         }
     }
@@ -291,7 +335,10 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 let mut scratch = scratch.borrow_mut();
                 let polled = self.io.poll_read_slice(cx, &mut scratch[..]);
                 if let Poll::Ready(Ok(n)) = polled {
-                    self.conn.read_buf().extend_from_slice(&scratch[..n]);
+                    // A fresh buffer of exactly this size: cheaper than
+                    // growing the empty one, and a message that is the
+                    // whole read takes it over without another allocation.
+                    *self.conn.read_buf() = BytesMut::from(&scratch[..n]);
                 }
                 polled
             });
@@ -327,7 +374,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             if self.failed {
                 return Poll::Ready(Ok(None));
             }
-            if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
+            if let Poll::Ready(Err(e)) = self.poll_flush_out(cx, Half::Reader) {
                 return Poll::Ready(Err(self.fail_io(e)));
             }
             if self.conn.is_closed() {
@@ -346,7 +393,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 None => self.timer = None,
             }
             if self.read_eof || !self.conn.wants_read() {
-                self.reader_waker = Some(cx.waker().clone());
+                register(&mut self.reader_waker, cx);
                 return Poll::Pending;
             }
             match self.poll_read_once(cx) {
@@ -361,7 +408,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
-                    self.reader_waker = Some(cx.waker().clone());
+                    register(&mut self.reader_waker, cx);
                     return Poll::Pending;
                 }
             }
@@ -419,11 +466,11 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         if self.conn.buffered_outbound() < self.max_outbound {
             return Poll::Ready(Ok(()));
         }
-        match self.poll_flush_out(cx) {
+        match self.poll_flush_out(cx, Half::Writer) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail_io(e))),
             _ if self.conn.buffered_outbound() < self.max_outbound => Poll::Ready(Ok(())),
             _ => {
-                self.writer_waker = Some(cx.waker().clone());
+                register(&mut self.writer_waker, cx);
                 Poll::Pending
             }
         }
@@ -433,11 +480,11 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         if self.failed {
             return Poll::Ready(Err(WsError::Closed));
         }
-        match self.poll_flush_out(cx) {
+        match self.poll_flush_out(cx, Half::Writer) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail_io(e))),
             Poll::Pending => {
-                self.writer_waker = Some(cx.waker().clone());
+                register(&mut self.writer_waker, cx);
                 Poll::Pending
             }
         }
@@ -469,7 +516,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         if self.shutdown_done || self.failed {
             return Poll::Ready(());
         }
-        self.writer_waker = Some(cx.waker().clone());
+        register(&mut self.writer_waker, cx);
         Poll::Pending
     }
 }

@@ -16,6 +16,7 @@ use crate::frame::{
     truncate_reason,
 };
 use crate::handshake::client::parse_response;
+use crate::handshake::request::AcceptKey;
 use crate::handshake::response::encode_switching;
 use crate::handshake::{AcceptOptions, ClientRequest, HttpResponse, Request, find_head_end};
 use crate::mask_keys::MaskKeySource;
@@ -81,7 +82,7 @@ enum Answer {
 }
 
 struct PendingRequest {
-    accept: Result<String, HandshakeError>,
+    accept: Result<AcceptKey, HandshakeError>,
     protocols: Vec<String>,
     deflate_offers: Vec<DeflateOffer>,
 }
@@ -420,11 +421,14 @@ impl Connection {
                 .map(|(params, answer)| (DeflateState::new(params, config, true), answer)),
             _ => None,
         };
-        let mut head = Vec::with_capacity(240);
         let answer = negotiated.as_ref().map(|(_, a)| a.as_str());
-        encode_switching(&mut head, accept, &options, answer)?;
+        // Encoded straight into the outbound queue.
+        self.out.reserve_tail(256);
+        let before = self.out.tail().len();
+        encode_switching(self.out.tail(), accept.as_str(), &options, answer)?;
+        let written = self.out.tail().len() - before;
+        self.out.commit(written);
         self.deflate = negotiated.map(|(state, _)| Box::new(state));
-        self.out.push_shared(&Bytes::from(head));
         self.phase = Phase::Open;
         self.deadline = None;
         self.read_frames(Decode::UntilEvent);
@@ -455,10 +459,13 @@ impl Connection {
     /// Sends a message (fragmented if `fragment_size` is set).
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
         self.check_open()?;
-        match &message {
-            Message::Text(t) => self.encode_message(OpCode::Text, &[t.as_bytes().clone()]),
-            Message::Binary(b) => self.encode_message(OpCode::Binary, std::slice::from_ref(b)),
-        }
+        // Moved, not cloned: cloning a `Bytes` that owns its buffer
+        // uniquely allocates a shared header for it.
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        self.encode_message(opcode, std::slice::from_ref(&payload));
         Ok(())
     }
 
@@ -682,10 +689,7 @@ impl Connection {
             Ok(Some((request, len))) => {
                 self.read.advance(len);
                 self.phase = Phase::AwaitAnswer(Box::new(PendingRequest {
-                    accept: request
-                        .accept_value()
-                        .map(str::to_owned)
-                        .map_err(Clone::clone),
+                    accept: request.accept_value().map_err(Clone::clone),
                     protocols: request.protocols().map(str::to_owned).collect(),
                     deflate_offers: match self.config.deflate {
                         Some(_) => request.deflate_offers(),
@@ -811,7 +815,14 @@ impl Connection {
                 }
                 continue;
             }
-            let payload = self.read.split_to(frame.len).freeze();
+            // A frame that ends the buffer (the usual case at depth 1)
+            // takes the buffer whole: splitting it would allocate a shared
+            // header for the two halves.
+            let payload = if frame.len == self.read.len() {
+                std::mem::take(&mut self.read).freeze()
+            } else {
+                self.read.split_to(frame.len).freeze()
+            };
             if let Err(e) = self.dispatch(frame, payload) {
                 return self.fail(e.into(), Answer::Tell);
             }
@@ -1037,6 +1048,14 @@ impl Connection {
             mask,
             payload_len: len as u64,
         };
+        // One reservation for the header and whatever is copied after it
+        // (the payload when masked, else the parts below the share
+        // threshold), instead of growing the buffer byte by byte.
+        let copied = match mask {
+            Some(_) => len,
+            None => parts.iter().map(|p| self.out.copied_len(p)).sum(),
+        };
+        self.out.reserve_tail(MAX_HEADER_LEN + copied);
         let tail = self.out.tail();
         let start = tail.len();
         header.encode(tail);

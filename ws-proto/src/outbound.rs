@@ -14,6 +14,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Payloads at least this long are queued by reference instead of copied.
 pub(crate) const SHARE_THRESHOLD: usize = 2048;
 
+/// An idle connection keeps a tail buffer up to this size (a 50-byte
+/// message and its header): 64 bytes of idle memory against an allocation
+/// and a free per small message.
+pub(crate) const KEEP_TAIL: usize = 64;
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     /// Chunks ready to go, in order, before `tail`.
@@ -41,6 +46,29 @@ impl Outbound {
 
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
+    }
+
+    /// Makes room for `n` more bytes in the tail. An empty tail (released
+    /// while the connection was idle) is allocated afresh, which is much
+    /// cheaper than growing it.
+    pub(crate) fn reserve_tail(&mut self, n: usize) {
+        if self.tail.capacity() == 0 {
+            // Small ones at the size that is kept while idle, so that
+            // messages of varying small sizes reuse it.
+            self.tail = BytesMut::with_capacity(n.max(KEEP_TAIL));
+        } else {
+            self.tail.reserve(n);
+        }
+    }
+
+    /// How many bytes [`Self::push_shared`] copies into the tail for
+    /// `bytes` (0 when it queues them by reference).
+    pub(crate) fn copied_len(&self, bytes: &Bytes) -> usize {
+        if bytes.len() < SHARE_THRESHOLD {
+            bytes.len()
+        } else {
+            0
+        }
     }
 
     /// Queues a payload, copying it only when it is small.
@@ -111,7 +139,13 @@ impl Outbound {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
-                self.tail.advance(n);
+                // All of it written: clearing (not advancing) keeps the
+                // buffer's whole capacity for the next frame.
+                if n >= self.tail.len() {
+                    self.tail.clear();
+                } else {
+                    self.tail.advance(n);
+                }
                 break;
             };
             if n < front.len() {
@@ -127,10 +161,17 @@ impl Outbound {
         }
     }
 
-    /// Frees the tail buffer when nothing is queued.
+    /// Frees the buffers when nothing is queued, except a tail of at most
+    /// [`KEEP_TAIL`] bytes: a connection that sends small messages then
+    /// reuses it instead of allocating one per message.
     pub(crate) fn release_if_empty(&mut self) {
-        if self.len == 0 && self.tail.capacity() > 0 {
+        if self.len != 0 {
+            return;
+        }
+        if self.tail.capacity() > KEEP_TAIL {
             self.tail = BytesMut::new();
+        }
+        if self.chunks.capacity() > 0 {
             self.chunks = VecDeque::new();
         }
     }

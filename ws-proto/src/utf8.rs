@@ -34,6 +34,12 @@ impl Utf8Validator {
 
     /// Validates the next piece of the message.
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
+        // ASCII (most chat and JSON text) needs no character tracking; the
+        // word-at-a-time scan is cheaper than the validator's set-up for
+        // small messages.
+        if self.partial_len == 0 && input.is_ascii() {
+            return Ok(());
+        }
         if self.partial_len > 0 {
             // Complete the character that the previous piece cut.
             let have = usize::from(self.partial_len);

@@ -28,10 +28,18 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// );
 /// ```
 pub fn accept_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(&accept_key_bytes(key)).into_owned()
+}
+
+/// [`accept_key`] without an allocation: always 28 base64 characters.
+pub(crate) fn accept_key_bytes(key: &[u8]) -> [u8; 28] {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    let mut out = [0u8; 28];
+    // A 20-byte digest encodes to exactly 28 characters.
+    let _ = base64::engine::general_purpose::STANDARD.encode_slice(sha.finalize(), &mut out);
+    out
 }
 
 /// Whether a comma-separated header value contains `token`, compared

@@ -14,13 +14,52 @@ use crate::error::HandshakeError;
 /// A request that is not a valid WebSocket upgrade is still delivered, with
 /// [`Request::upgrade_error`] saying why, so a server can answer plain HTTP
 /// (health checks, metrics) on the same port.
+///
+/// The head is kept as one copy of its bytes, and the method, target and
+/// headers as positions in it: parsing allocates the same few times however
+/// many headers there are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, Bytes)>,
-    upgrade: Result<String, HandshakeError>,
+    head: Bytes,
+    method: Span,
+    target: Span,
+    /// Name and value of every header, in order.
+    headers: Vec<(Span, Span)>,
+    upgrade: Result<AcceptKey, HandshakeError>,
 }
+
+/// A byte range of the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// Where `part` (a slice of `head`) lies in `head`.
+    /// An empty span if `part` is not inside `head`.
+    fn of(head: &[u8], part: &[u8]) -> Self {
+        let start = (part.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= head.len() => Self { start, end },
+            _ => Self { start: 0, end: 0 },
+        }
+    }
+}
+
+/// A `Sec-WebSocket-Accept` value: base64 of a SHA-1 digest, 28 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AcceptKey([u8; 28]);
+
+impl AcceptKey {
+    pub(crate) fn as_str(&self) -> &str {
+        // Base64 is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Header slots parsed on the stack; a larger `max_headers` uses the heap.
+const STACK_HEADERS: usize = 64;
 
 impl Request {
     /// Parses a complete head (`buf` must end at or contain `\r\n\r\n`).
@@ -30,8 +69,15 @@ impl Request {
         max_headers: usize,
         max_size: usize,
     ) -> Result<Option<(Self, usize)>, HandshakeError> {
-        let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-        let mut req = httparse::Request::new(&mut storage);
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let storage: &mut [httparse::Header<'_>] = if max_headers <= STACK_HEADERS {
+            &mut stack[..max_headers]
+        } else {
+            heap.resize(max_headers, httparse::EMPTY_HEADER);
+            &mut heap
+        };
+        let mut req = httparse::Request::new(storage);
         let len = match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -40,15 +86,18 @@ impl Request {
             }
             Err(e) => return Err(HandshakeError::MalformedHttp(e.to_string())),
         };
-        let method = req.method.unwrap_or_default().to_owned();
-        let target = req.path.unwrap_or_default().to_owned();
+        let head = &buf[..len];
+        let span = |part: &[u8]| Span::of(buf, part);
+        let method = span(req.method.unwrap_or_default().as_bytes());
+        let target = span(req.path.unwrap_or_default().as_bytes());
         let version = req.version.unwrap_or_default();
-        let headers: Vec<(String, Bytes)> = req
+        let headers = req
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
+            .map(|h| (span(h.name.as_bytes()), span(h.value)))
             .collect();
         let mut request = Self {
+            head: Bytes::copy_from_slice(head),
             method,
             target,
             headers,
@@ -58,10 +107,21 @@ impl Request {
         Ok(Some((request, len)))
     }
 
+    fn text(&self, span: Span) -> &str {
+        self.head
+            .get(span.start..span.end)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        self.head.get(span.start..span.end).unwrap_or_default()
+    }
+
     /// RFC 6455 section 4.2.1, in order; returns the accept value.
-    fn validate(&self, version: u8) -> Result<String, HandshakeError> {
-        if self.method != "GET" {
-            return Err(HandshakeError::MethodNotGet(self.method.clone()));
+    fn validate(&self, version: u8) -> Result<AcceptKey, HandshakeError> {
+        if self.method() != "GET" {
+            return Err(HandshakeError::MethodNotGet(self.method().to_owned()));
         }
         if version != 1 {
             return Err(HandshakeError::HttpVersion);
@@ -95,8 +155,11 @@ impl Request {
             .header_bytes("sec-websocket-key")
             .ok_or(HandshakeError::MissingHeader("Sec-WebSocket-Key"))?
             .trim_ascii();
-        match base64::engine::general_purpose::STANDARD.decode(key) {
-            Ok(raw) if raw.len() == 16 => Ok(super::accept_key(key)),
+        // 16 bytes encode to 24 characters; the buffer has room to spare so
+        // that a longer key fails on its length, not on the buffer.
+        let mut raw = [0u8; 24];
+        match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut raw) {
+            Ok(16) => Ok(AcceptKey(super::accept_key_bytes(key))),
             _ => Err(HandshakeError::InvalidHeader {
                 name: "Sec-WebSocket-Key",
                 reason: "must be base64 of 16 bytes",
@@ -106,22 +169,23 @@ impl Request {
 
     /// The method (`GET` for a WebSocket upgrade).
     pub fn method(&self) -> &str {
-        &self.method
+        self.text(self.method)
     }
 
     /// The request target as sent: path and query.
     pub fn target(&self) -> &str {
-        &self.target
+        self.text(self.target)
     }
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
     }
 
     /// The query string after `?`, if any (not percent-decoded).
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target().split_once('?').map(|(_, q)| q)
     }
 
     /// The value of query parameter `name` (not percent-decoded).
@@ -133,9 +197,11 @@ impl Request {
             .map(|(_, v)| v)
     }
 
-    /// All headers in order, names as sent.
-    pub fn headers(&self) -> &[(String, Bytes)] {
-        &self.headers
+    /// All headers in order: names as sent, and values.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|&(name, value)| (self.text(name), self.bytes(value)))
     }
 
     /// The first header with this name (case-insensitive), if it is UTF-8.
@@ -155,8 +221,8 @@ impl Request {
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.headers
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &v[..])
+            .filter(move |&&(n, _)| self.bytes(n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&(_, v)| self.bytes(v))
     }
 
     /// The `Origin` header, if present.
@@ -197,8 +263,8 @@ impl Request {
     }
 
     /// The `Sec-WebSocket-Accept` value, for a valid upgrade.
-    pub(crate) fn accept_value(&self) -> Result<&str, &HandshakeError> {
-        self.upgrade.as_deref()
+    pub(crate) fn accept_value(&self) -> Result<AcceptKey, &HandshakeError> {
+        self.upgrade.as_ref().copied()
     }
 }
 
@@ -230,7 +296,13 @@ Sec-WebSocket-Version: 13\r\n\r\n";
     fn rfc_example_request_is_valid() {
         let req = parse(RFC_REQUEST);
         assert!(req.is_upgrade(), "{:?}", req.upgrade_error());
-        assert_eq!(req.accept_value().unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            req.accept_value().unwrap().as_str(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let headers: Vec<_> = req.headers().collect();
+        assert_eq!(headers.len(), 7);
+        assert_eq!(headers[0], ("Host", &b"server.example.com"[..]));
         assert_eq!(req.path(), "/chat");
         assert_eq!(req.query(), Some("room=a&token=t%20x"));
         assert_eq!(req.query_param("token"), Some("t%20x"));

@@ -109,12 +109,12 @@ pub(crate) fn encode_switching(
         out,
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     );
-    put_str(out, &format!("Sec-WebSocket-Accept: {accept}\r\n"));
+    put_header(out, "Sec-WebSocket-Accept", accept);
     if let Some(protocol) = &opts.protocol {
-        put_str(out, &format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+        put_header(out, "Sec-WebSocket-Protocol", protocol);
     }
     if let Some(extensions) = extensions {
-        put_str(out, &format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
+        put_header(out, "Sec-WebSocket-Extensions", extensions);
     }
     put_headers(out, &opts.headers);
     put_str(out, "\r\n");
@@ -130,8 +130,16 @@ pub(crate) fn check_headers(headers: &[(String, String)]) -> Result<(), SendErro
 
 pub(crate) fn put_headers(out: &mut impl BufMut, headers: &[(String, String)]) {
     for (name, value) in headers {
-        put_str(out, &format!("{name}: {value}\r\n"));
+        put_header(out, name, value);
     }
+}
+
+/// Appends `name: value\r\n` (checked by the caller).
+fn put_header(out: &mut impl BufMut, name: &str, value: &str) {
+    put_str(out, name);
+    put_str(out, ": ");
+    put_str(out, value);
+    put_str(out, "\r\n");
 }
 
 fn put_str(out: &mut impl BufMut, s: &str) {
