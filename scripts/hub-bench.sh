@@ -234,6 +234,6 @@ exp = d.get("expected_total") or 0
 lost = max(0, exp - d.get("delivered_total", 0)) if exp else "-"
 ms = lambda k: f"{d[k]/1000:.1f}" if isinstance(d.get(k), (int, float)) else "-"
 members = (int(subs) + int(p)) // int(rooms)
-print(f"| {s.split("=")[0]} | {p} x {rate}/s | {rooms} x {members} | {d.get('deliveries_per_s', 0):,.0f} | {ms('p50_us')} | {ms('p99_us')} | {d.get('server_cpu_us_per_delivery', '-')} | {d.get('hub_task_cpu_us_per_message', '-')} | {lost} |")
+print(f"| {s.split('=')[0]} | {p} x {rate}/s | {rooms} x {members} | {d.get('deliveries_per_s', 0):,.0f} | {ms('p50_us')} | {ms('p99_us')} | {d.get('server_cpu_us_per_delivery', '-')} | {d.get('hub_task_cpu_us_per_message', '-')} | {lost} |")
 PY
 done

@@ -75,7 +75,11 @@ pub struct OutboundQueue {
     config: OutboundConfig,
     items: VecDeque<Payload>,
     bytes: usize,
-    dropped_pending: u64,
+    /// Messages dropped since the last `dropped` notice (saturating).
+    dropped_pending: u32,
+    /// Messages queued since the last [`release_if_empty`](Self::release_if_empty)
+    /// (saturating): past one, the buffer is kept when the queue drains.
+    recent: u32,
     dropped_total: u64,
 }
 
@@ -93,6 +97,7 @@ impl OutboundQueue {
             items: VecDeque::new(),
             bytes: 0,
             dropped_pending: 0,
+            recent: 0,
             dropped_total: 0,
         }
     }
@@ -117,7 +122,7 @@ impl OutboundQueue {
             if payload.essential {
                 return PushOutcome::Overflow;
             }
-            self.dropped_pending += 1;
+            self.dropped_pending = self.dropped_pending.saturating_add(1);
             self.dropped_total += 1;
             return PushOutcome::DroppedOldest(1);
         }
@@ -131,7 +136,8 @@ impl OutboundQueue {
                 dropped += 1;
             }
         }
-        self.dropped_pending += dropped as u64;
+        let pending = u32::try_from(dropped).unwrap_or(u32::MAX);
+        self.dropped_pending = self.dropped_pending.saturating_add(pending);
         self.dropped_total += dropped as u64;
         if self.fits(len) {
             self.enqueue(payload);
@@ -140,7 +146,7 @@ impl OutboundQueue {
             // Only essential messages are queued and they fill the budget.
             PushOutcome::Overflow
         } else {
-            self.dropped_pending += 1;
+            self.dropped_pending = self.dropped_pending.saturating_add(1);
             self.dropped_total += 1;
             PushOutcome::DroppedOldest(dropped + 1)
         }
@@ -149,6 +155,7 @@ impl OutboundQueue {
     fn enqueue(&mut self, payload: Payload) {
         self.bytes += payload.len();
         self.items.push_back(payload);
+        self.recent = self.recent.saturating_add(1);
     }
 
     /// The next payload to write. If messages were dropped since the last
@@ -163,11 +170,25 @@ impl OutboundQueue {
         }
         let p = self.items.pop_front()?;
         self.bytes -= p.len();
-        if self.items.is_empty() {
-            // Drained: give the buffer back (an idle connection keeps none).
+        if self.items.is_empty() && self.recent <= 1 {
+            // Drained after a single message (a welcome, an answer): give
+            // the buffer back, so an idle connection keeps none. A
+            // connection that is sent messages one after another keeps it
+            // until [`release_if_empty`](Self::release_if_empty): an
+            // allocation per heartbeat, not one per message.
             self.items = VecDeque::new();
         }
         Some(p)
+    }
+
+    /// Gives the buffer back if nothing is queued. Adapters call this when
+    /// the connection has been quiet for a while (at each heartbeat ping),
+    /// so that a connection that was busy holds no buffer once idle.
+    pub fn release_if_empty(&mut self) {
+        if self.items.is_empty() {
+            self.items = VecDeque::new();
+        }
+        self.recent = 0;
     }
 
     /// Queued messages (not counting a pending drop notice).
@@ -217,6 +238,36 @@ mod tests {
         Payload::control(Bytes::from(vec![b'c'; n]))
     }
 
+    #[test]
+    fn a_busy_queue_keeps_its_buffer_until_released_and_an_idle_one_keeps_none() {
+        let mut q = OutboundQueue::new(OutboundConfig::default());
+        // A single message (a welcome): drained, the buffer goes back.
+        assert_eq!(q.push(ctl(5)), PushOutcome::Queued);
+        assert!(q.pop().is_some());
+        assert_eq!(q.items.capacity(), 0);
+        // Messages one after another: the buffer stays between them.
+        for _ in 0..3 {
+            assert_eq!(q.push(msg(5)), PushOutcome::Queued);
+            assert!(q.pop().is_some());
+            assert!(q.items.capacity() > 0);
+        }
+        assert!(q.pop().is_none());
+        // Quiet for a while: released, and counting starts again.
+        q.release_if_empty();
+        assert_eq!(q.items.capacity(), 0);
+        assert_eq!(q.push(msg(5)), PushOutcome::Queued);
+        assert!(q.pop().is_some());
+        assert_eq!(q.items.capacity(), 0);
+        // A release with messages queued keeps them, in order.
+        for n in [1, 2] {
+            assert_eq!(q.push(msg(n)), PushOutcome::Queued);
+        }
+        q.release_if_empty();
+        assert_eq!(q.pop().map(|p| p.len()), Some(1));
+        assert_eq!(q.pop().map(|p| p.len()), Some(2));
+        assert!(q.is_empty());
+    }
+
     fn cfg(policy: SlowConsumerPolicy) -> OutboundConfig {
         OutboundConfig {
             max_messages: 3,
@@ -249,8 +300,10 @@ mod tests {
         assert_eq!(q.pop(), Some(msg(10)));
         assert!(q.storage_bytes() > 0, "one message still waits");
         assert_eq!(q.pop(), Some(msg(10)));
-        assert_eq!(q.storage_bytes(), 0, "drained: nothing held");
+        assert!(q.storage_bytes() > 0, "kept between messages while busy");
         assert_eq!(q.pop(), None);
+        q.release_if_empty();
+        assert_eq!(q.storage_bytes(), 0, "quiet and drained: nothing held");
     }
 
     #[test]

@@ -503,6 +503,15 @@ impl ServerMessage<'_> {
     }
 }
 
+/// What every room message starts with, before its sequence number.
+const MESSAGE_PREFIX: &[u8] = br#"{"type":"message","seq":"#;
+
+/// The length of [`message_head`]`(seq)`, without making it.
+pub(crate) fn message_head_len(seq: u64) -> usize {
+    let digits = seq.checked_ilog10().map_or(1, |l| l as usize + 1);
+    MESSAGE_PREFIX.len() + digits + 1
+}
+
 /// The per-receiver head of a room/user/broadcast message:
 /// `{"type":"message","seq":<seq>,`.
 ///
@@ -510,7 +519,6 @@ impl ServerMessage<'_> {
 /// allocation per receiver (a `Vec` with spare capacity would cost `Bytes`
 /// a second allocation).
 pub(crate) fn message_head(seq: u64) -> Bytes {
-    const PREFIX: &[u8] = br#"{"type":"message","seq":"#;
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = seq;
@@ -523,11 +531,11 @@ pub(crate) fn message_head(seq: u64) -> Bytes {
             break;
         }
     }
-    let mut buf = [0u8; PREFIX.len() + 21];
+    let mut buf = [0u8; MESSAGE_PREFIX.len() + 21];
     let digits = &digits[i..];
-    let end = PREFIX.len() + digits.len();
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    buf[PREFIX.len()..end].copy_from_slice(digits);
+    let end = MESSAGE_PREFIX.len() + digits.len();
+    buf[..MESSAGE_PREFIX.len()].copy_from_slice(MESSAGE_PREFIX);
+    buf[MESSAGE_PREFIX.len()..end].copy_from_slice(digits);
     buf[end] = b',';
     Bytes::copy_from_slice(&buf[..=end])
 }

@@ -22,7 +22,7 @@ use sha2::Sha256;
 
 use crate::action::Payload;
 use crate::id::{ConnId, RoomName, UserId};
-use crate::protocol::message_head;
+use crate::protocol::{message_head, message_head_len};
 
 /// A session id as given to clients in `welcome` (opaque, 43 characters
 /// of base64url). Unforgeable without the hub's [`SessionSecret`].
@@ -163,13 +163,16 @@ impl SessionMinter {
 /// bytes (a message's full length counts, although bodies are shared).
 /// The bounds are the hub's, passed to [`push`](Self::push). A session
 /// that has been sent nothing holds no storage, and an idle session only
-/// a pointer: the ring is boxed on the first push.
+/// a pointer: the ring is boxed on the first push. Only the shared body is
+/// kept: a message's head is made from its sequence number again on
+/// replay, so buffering a delivery costs no allocation and keeps no
+/// per-receiver buffer alive.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayBuffer(Option<Box<Ring>>);
 
 #[derive(Debug, Default)]
 struct Ring {
-    items: VecDeque<(u64, Payload)>,
+    items: VecDeque<(u64, Bytes)>,
     bytes: usize,
     /// Highest sequence number evicted (0: none yet).
     lost_upto: u64,
@@ -183,22 +186,24 @@ pub(crate) struct ReplayLimits {
 }
 
 impl ReplayBuffer {
-    pub(crate) fn push(&mut self, seq: u64, payload: Payload, limits: ReplayLimits) {
+    /// Buffers message `seq` with this `body`, evicting the oldest ones
+    /// past the bounds.
+    pub(crate) fn push(&mut self, seq: u64, body: Bytes, limits: ReplayLimits) {
         let ring = self.0.get_or_insert_with(Box::default);
-        ring.bytes += payload.len();
-        ring.items.push_back((seq, payload));
+        ring.bytes += message_head_len(seq) + body.len();
+        ring.items.push_back((seq, body));
         while ring.items.len() > limits.max_messages || ring.bytes > limits.max_bytes {
-            let Some((s, p)) = ring.items.pop_front() else {
+            let Some((s, b)) = ring.items.pop_front() else {
                 break;
             };
-            ring.bytes -= p.len();
+            ring.bytes -= message_head_len(s) + b.len();
             ring.lost_upto = s;
         }
     }
 
-    /// Every buffered message after `last_seq`, in order, or `None` if some
-    /// of them were evicted.
-    pub(crate) fn after(&self, last_seq: u64) -> Option<impl Iterator<Item = (u64, &Payload)>> {
+    /// Every buffered message after `last_seq`, in order, as it was
+    /// delivered, or `None` if some of them were evicted.
+    pub(crate) fn after(&self, last_seq: u64) -> Option<impl Iterator<Item = (u64, Payload)>> {
         let ring = self.0.as_deref();
         if ring.is_some_and(|r| last_seq < r.lost_upto) {
             return None;
@@ -207,7 +212,7 @@ impl ReplayBuffer {
             ring.into_iter()
                 .flat_map(|r| r.items.iter())
                 .filter(move |(s, _)| *s > last_seq)
-                .map(|(s, p)| (*s, p)),
+                .map(|(s, body)| (*s, room_message(*s, body))),
         )
     }
 
@@ -352,13 +357,17 @@ impl Session {
     pub(crate) fn stamp(&mut self, body: &Bytes, limits: ReplayLimits) -> (u64, Payload) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let payload = Payload {
-            head: message_head(seq),
-            body: body.clone(),
-            essential: false,
-        };
-        self.replay.push(seq, payload.clone(), limits);
-        (seq, payload)
+        self.replay.push(seq, body.clone(), limits);
+        (seq, room_message(seq, body))
+    }
+}
+
+/// Message `seq` of a session: its own head, then the shared `body`.
+fn room_message(seq: u64, body: &Bytes) -> Payload {
+    Payload {
+        head: message_head(seq),
+        body: body.clone(),
+        essential: false,
     }
 }
 
@@ -384,35 +393,62 @@ mod tests {
     }
 
     #[test]
+    fn replayed_messages_are_made_again_from_their_sequence_number() {
+        let mut r = ReplayBuffer::default();
+        let limits = ReplayLimits {
+            max_messages: 10,
+            max_bytes: 10_000,
+        };
+        let bodies = [9, 10, 11].map(|seq| (seq, Bytes::from(format!("\"n\":{seq}}}"))));
+        for (seq, body) in &bodies {
+            r.push(*seq, body.clone(), limits);
+        }
+        let replayed: Vec<(u64, Payload)> = r.after(8).unwrap().collect();
+        assert_eq!(replayed.len(), 3);
+        for ((seq, p), (want_seq, body)) in replayed.iter().zip(&bodies) {
+            assert_eq!(seq, want_seq);
+            let text = [&p.head[..], &p.body[..]].concat();
+            let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(v["type"], "message");
+            assert_eq!(v["seq"], *seq);
+            assert_eq!(v["n"], *seq);
+            assert_eq!(p.body.as_ptr(), body.as_ptr(), "the body is shared");
+            assert!(!p.essential);
+        }
+        for seq in [0, 9, 10, 99, 100, u64::MAX] {
+            assert_eq!(message_head(seq).len(), message_head_len(seq));
+        }
+    }
+
+    #[test]
     fn replay_ring_bounds_and_gaps() {
         let mut r = ReplayBuffer::default();
         let limits = ReplayLimits {
             max_messages: 3,
             max_bytes: 1000,
         };
-        let p = |n: usize| Payload {
-            head: Bytes::new(),
-            body: Bytes::from(vec![0; n]),
-            essential: false,
-        };
+        let body = |n: usize| Bytes::from(vec![b' '; n]);
         for s in 1..=5 {
-            r.push(s, p(10), limits);
+            r.push(s, body(10), limits);
         }
         assert_eq!(r.len(), 3);
         assert_eq!(r.after(2).map(Iterator::count), Some(3));
         assert_eq!(r.after(4).map(Iterator::count), Some(1));
         assert_eq!(r.after(5).map(Iterator::count), Some(0));
         assert!(r.after(1).is_none());
+        // A message's full length counts: its head too.
+        let one = message_head_len(1) + 10;
         let mut r = ReplayBuffer::default();
         let limits = ReplayLimits {
             max_messages: 100,
-            max_bytes: 25,
+            max_bytes: 2 * one + 5,
         };
-        r.push(1, p(10), limits);
-        r.push(2, p(10), limits);
-        r.push(3, p(10), limits);
-        assert_eq!(r.bytes(), 20);
+        r.push(1, body(10), limits);
+        r.push(2, body(10), limits);
+        r.push(3, body(10), limits);
+        assert_eq!(r.bytes(), 2 * one);
         assert!(r.after(0).is_none());
+        assert_eq!(r.after(1).map(Iterator::count), Some(2));
         assert_eq!(r.after(1).map(Iterator::count), Some(2));
     }
 }

@@ -213,7 +213,7 @@ impl Hub {
         let replay: Vec<(u64, Payload)> = s
             .replay
             .after(last_seq)
-            .map(|it| it.map(|(seq, p)| (seq, p.clone())).collect())
+            .map(Iterator::collect)
             .unwrap_or_default();
         courier.out.send(
             conn,

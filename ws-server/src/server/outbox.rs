@@ -74,9 +74,12 @@ impl Outbox {
         outcome
     }
 
-    /// Orders a ping (hub side).
+    /// Orders a ping (hub side). The hub pings a connection that has been
+    /// quiet for a heartbeat interval, so this is also when a queue that
+    /// kept its buffer between messages gives it back if drained.
     pub(crate) fn ping(&self) {
         let mut s = self.lock();
+        s.queue.release_if_empty();
         s.ping = true;
         Self::wake(&mut s);
     }
