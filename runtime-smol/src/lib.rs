@@ -155,7 +155,10 @@ impl ws_async::Transport for SmolTcp {
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io.poll_shutdown(cx)
+        std::task::ready!(self.io.poll_flush(cx))?;
+        // async-io's `poll_close` only flushes: send our FIN here, or the
+        // peer would see the end of TCP only when the socket is dropped.
+        Poll::Ready(self.io.0.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }
 

@@ -198,6 +198,72 @@ fn a_peer_violation_ends_recv_with_its_close_code_not_an_error() {
     }
 }
 
+/// A peer that is still sending when the connection fails (here a frame
+/// over the limit) gets the close frame that says why. Closing a socket
+/// with unread data makes the kernel reset the connection, and the reset
+/// could overtake the close frame: the failing side sends its FIN, then
+/// reads and discards until the peer's.
+#[test]
+fn a_peer_still_sending_after_a_violation_gets_the_close_frame() {
+    for rt_kind in RUNTIMES {
+        for round in 0..3 {
+            on_runtime!(rt_kind, |rt| async move {
+                let mut config = WsConfig::default();
+                config.proto.max_frame_size = 1024;
+                let (mut ws, peer) = accept_raw_peer(&rt, config, |addr| {
+                    let mut big = raw_client(addr);
+                    big.set_write_timeout(Some(Duration::from_secs(20)))
+                        .expect("timeout");
+                    let frame = client_frame(true, 0x2, &vec![7u8; 4 << 20]);
+                    let mut reader = big.try_clone().expect("clone");
+                    let writer = std::thread::spawn(move || big.write_all(&frame));
+                    let frames = read_frames_until_eof(&mut reader);
+                    let _ = writer.join();
+                    frames
+                })
+                .await;
+                assert!(matches!(ws.recv().await, Ok(None)));
+                let frames = peer.join().expect("peer");
+                let close = frames.iter().find(|(opcode, _)| *opcode == 8);
+                let code = close.map(|(_, payload)| close_code(payload));
+                assert_eq!(code, Some(1009), "{rt_kind:?} round {round}: {frames:?}");
+            });
+        }
+    }
+}
+
+/// Closing shuts down our side of TCP (a FIN) at once, not when the
+/// socket is dropped, on both runtimes: the peer sees the end of the
+/// stream while the WebSocket is still held.
+#[test]
+fn closing_sends_fin_while_the_websocket_is_held() {
+    for rt_kind in RUNTIMES {
+        on_runtime!(rt_kind, |rt| async move {
+            let (mut ws, peer) = accept_raw_peer(&rt, WsConfig::default(), |addr| {
+                let mut tcp = raw_client(addr);
+                tcp.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut head = [0u8; 2];
+                std::io::Read::read_exact(&mut tcp, &mut head).expect("close frame");
+                tcp.write_all(&client_frame(true, 0x8, &1000u16.to_be_bytes()))
+                    .expect("answer");
+                read_frames_until_eof(&mut tcp);
+                // A timeout reads as an error, the end of the stream as 0.
+                std::io::Read::read(&mut tcp, &mut [0u8; 1]).map_err(|e| e.kind())
+            })
+            .await;
+            ws.close(CloseCode::NORMAL, "bye").await.expect("close");
+            let ended = peer.join().expect("peer");
+            assert_eq!(
+                ended,
+                Ok(0),
+                "{rt_kind:?}: no FIN while the socket was held"
+            );
+            drop(ws);
+        });
+    }
+}
+
 #[test]
 fn a_peer_that_never_reads_meets_backpressure() {
     for server_rt in RUNTIMES {

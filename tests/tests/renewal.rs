@@ -87,7 +87,9 @@ fn an_expired_token_closes_with_4001_and_the_session_resumes() {
         let server = start_hub(srv, config());
         let addr = server.addr;
         on_runtime!(RUNTIMES[i], |rt| async move {
-            let query = format!("token={}", token_for("alice", 1));
+            // Expiry is in whole seconds: a 1-second token may lapse a few
+            // milliseconds after it was made, before the handshake.
+            let query = format!("token={}", token_for("alice", 2));
             let mut a = connect_with(&rt, addr, &query).await;
             assert_eq!(a.join("r").await["type"], "ack");
             let session = a.session();

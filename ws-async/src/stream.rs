@@ -35,9 +35,13 @@ pub struct WsConfig {
     /// message larger than the bound is still accepted when the queue is
     /// below it.
     pub max_outbound: usize,
-    /// How long a client waits for the server to close TCP after the close
-    /// handshake (RFC 6455 7.1.1). Default 1 s.
-    pub client_linger: Duration,
+    /// How long to wait for the peer's end of TCP, discarding what it still
+    /// sends: a client after the close handshake (RFC 6455 7.1.1), and
+    /// either role after failing the connection (a 1002, 1007 or 1009
+    /// close) while the peer may still be sending. Closing a socket with
+    /// unread data makes the kernel reset the connection, and the peer
+    /// could then lose the close frame that says why. Default 1 s.
+    pub linger: Duration,
 }
 
 impl Default for WsConfig {
@@ -45,7 +49,7 @@ impl Default for WsConfig {
         Self {
             proto: ws_proto::Config::default(),
             max_outbound: 1 << 20,
-            client_linger: Duration::from_secs(1),
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -120,11 +124,14 @@ pub(crate) struct Inner<T, R: Runtime> {
     rt: R,
     /// From [`WsConfig`]; the protocol settings live in `conn`.
     max_outbound: usize,
-    client_linger: Duration,
+    linger: Duration,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     read_eof: bool,
     shutdown_done: bool,
     linger_until: Option<Instant>,
+    /// After failing the connection: discard what the peer still sends
+    /// until its FIN or this instant, after our own shutdown.
+    discard_until: Option<Instant>,
     /// When a closed connection gives up writing what is still queued.
     finish_by: Option<Instant>,
     failed: bool,
@@ -147,11 +154,12 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             io,
             rt,
             max_outbound: config.max_outbound,
-            client_linger: config.client_linger,
+            linger: config.linger,
             timer: None,
             read_eof: false,
             shutdown_done: false,
             linger_until: None,
+            discard_until: None,
             finish_by: None,
             failed: false,
             pending_error: None,
@@ -287,7 +295,9 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                     clean,
                 }));
                 if self.conn.role() == Role::Client && clean {
-                    self.linger_until = Some(self.now() + self.client_linger);
+                    self.linger_until = Some(self.now() + self.linger);
+                } else if !clean && !self.read_eof {
+                    self.discard_until = Some(self.now() + self.linger);
                 }
                 if let Some(w) = self.writer_waker.take() {
                     w.wake();
@@ -415,10 +425,11 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         }
     }
 
-    /// After the close handshake: flush, let a client wait briefly for the
-    /// server's FIN, then shut the transport down.
+    /// After the close handshake or a failure: flush, let a client wait
+    /// briefly for the server's FIN, shut the transport down, then after a
+    /// failure discard what the peer still sends until its FIN.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        if self.shutdown_done {
+        if self.shutdown_done && self.discard_until.is_none() {
             return Poll::Ready(Ok(()));
         }
         if self.conn.buffered_outbound() > 0 {
@@ -433,29 +444,45 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             self.conn.consume_transmit(unsent);
         }
         if let Some(until) = self.linger_until {
-            while !self.read_eof && !self.poll_deadline(cx, until) {
-                let buf = self.conn.read_buf();
-                buf.clear();
-                buf.reserve(MIN_READ);
-                match self.io.poll_read_into(cx, self.conn.read_buf()) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_eof = true,
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Pending => return Poll::Pending,
-                }
+            if self.poll_discard(cx, until).is_pending() {
+                return Poll::Pending;
             }
             self.linger_until = None;
-            self.conn.read_buf().clear();
         }
-        match self.io.poll_shutdown(cx) {
-            Poll::Pending => Poll::Pending,
-            // The peer may already be gone; the connection is over either way.
-            Poll::Ready(_) => {
-                self.shutdown_done = true;
-                self.timer = None;
-                self.wake_others();
-                Poll::Ready(Ok(()))
+        if !self.shutdown_done {
+            match self.io.poll_shutdown(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The peer may already be gone; the connection is over
+                // either way.
+                Poll::Ready(_) => self.shutdown_done = true,
+            }
+            self.wake_others();
+        }
+        // After a failure the peer has our close frame and FIN, and may
+        // still be sending: read until its FIN so that dropping the socket
+        // does not reset the connection under the close frame.
+        if let Some(until) = self.discard_until {
+            if self.poll_discard(cx, until).is_pending() {
+                return Poll::Pending;
+            }
+            self.discard_until = None;
+        }
+        self.timer = None;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads and discards until the peer's FIN, an error, or `until`.
+    fn poll_discard(&mut self, cx: &mut Context<'_>, until: Instant) -> Poll<()> {
+        while !self.read_eof && !self.poll_deadline(cx, until) {
+            let io = &mut self.io;
+            let read = SCRATCH.with(|scratch| io.poll_read_slice(cx, &mut scratch.borrow_mut()));
+            match read {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
             }
         }
+        Poll::Ready(())
     }
 
     /// Waits until the outbound queue is below its bound.
