@@ -8,6 +8,13 @@
 #   scripts/fuzz-campaign.sh            # all six targets, 3600 CPU-s each
 #   BUDGET=600 scripts/fuzz-campaign.sh hub frames
 #
+# With autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled = 1,
+# the default on desktop kernels), nice only ranks processes within one
+# session: a campaign started in its own session (setsid, another terminal)
+# takes an equal share from everything else whatever its nice. The script
+# therefore lowers its own session's group too (/proc/self/autogroup) when
+# it runs as a session leader, i.e. under `setsid`.
+#
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # Prints one line per chunk and a summary per target; exits 1 on a finding.
 set -uo pipefail
@@ -50,6 +57,10 @@ lane() {
         grep -E "stat::number_of_executed_units|cov:" "$LOGDIR/$t.out" | tail -1 | sed "s/^/$t last: /"
     done
 }
+
+if [[ $(ps -o sid= $$) -eq $$ ]]; then
+    echo 19 >/proc/self/autogroup 2>/dev/null || true
+fi
 
 # Build once up front so that compiling is not counted as fuzzing.
 (cd "$ROOT/ws-proto/fuzz" && cargo +nightly fuzz build -O) || exit 1
