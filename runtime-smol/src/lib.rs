@@ -56,6 +56,7 @@ use std::net::{TcpListener, TcpStream};
 use async_io::Async;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
+use socket2::{Domain, Protocol, Socket, Type};
 
 pub use ws_async::{CloseInfo, Decision, Incoming, WsConfig, WsError};
 pub use ws_proto::{AcceptOptions, CloseCode, HttpResponse, Message, Request, ServerResponse};
@@ -180,6 +181,10 @@ pub type WriteHalf<S = Async<TcpStream>> = ws_async::WriteHalf<SmolIo<S>, SmolRu
 /// stays unused is pure cost (it made 16 KiB echoes 20% dearer at 256 KiB).
 const MAX_READ: usize = 64 * 1024;
 
+/// Listen backlog of [`SmolRuntime::bind`] (the kernel caps it at
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// How much one read into `buf` may fill.
 fn read_room(buf: &BytesMut) -> usize {
     (buf.capacity() - buf.len()).clamp(1, MAX_READ)
@@ -260,7 +265,14 @@ impl ws_async::Runtime for SmolRuntime {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
-        Async::<TcpListener>::bind(addr)
+        // Not `Async::<TcpListener>::bind`: std listens with a backlog of
+        // 128, and a burst of connects beyond it has its SYNs dropped and
+        // retried a second or more later. Same backlog as the tokio adapter.
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        Async::new(TcpListener::from(socket))
     }
 
     fn local_addr(listener: &Async<TcpListener>) -> io::Result<SocketAddr> {

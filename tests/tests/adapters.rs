@@ -356,6 +356,35 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     }
 }
 
+/// A burst of connects that nobody has accepted yet is queued by the
+/// kernel, not dropped: the listener's backlog is deep (4096, capped by
+/// `net.core.somaxconn`). With std's 128, the 130th connect's SYN is
+/// dropped, and it waits for a retransmission (or here, times out).
+#[test]
+fn a_burst_of_connects_fits_in_the_listen_backlog() {
+    const BURST: usize = 1_000;
+    for rt_kind in RUNTIMES {
+        on_runtime!(rt_kind, |rt| async move {
+            use ws_async::Runtime as _;
+            let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+            let addr = runtime_addr(&rt, &listener);
+            let mut held = Vec::with_capacity(BURST);
+            for n in 0..BURST {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                    Ok(tcp) => held.push(tcp),
+                    Err(e) => panic!("{rt_kind:?}: connect {n} of {BURST} not queued: {e}"),
+                }
+            }
+            drop(listener);
+        });
+    }
+}
+
+/// The address of a listener from `Runtime::bind`.
+fn runtime_addr<R: ws_async::Runtime>(_rt: &R, listener: &R::Listener) -> std::net::SocketAddr {
+    R::local_addr(listener).expect("addr")
+}
+
 /// Accepts one WebSocket on a fresh loopback listener from a raw peer that
 /// `peer` runs on a thread of its own (given the listener's address).
 async fn accept_raw_peer<R: ws_async::Runtime, P: Send + 'static>(
