@@ -356,6 +356,34 @@ fn try_feed_reports_backpressure_instead_of_growing() {
     }
 }
 
+/// A request head that arrives in many pieces is read on a timer after
+/// its first pieces (the slowloris defence in `ws-async`), and still
+/// completes: the upgrade is answered and the connection works.
+#[test]
+fn a_head_sent_in_many_pieces_is_still_accepted() {
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+    for rt in RUNTIMES {
+        let server = start_echo(rt, WsConfig::default());
+        let mut tcp = std::net::TcpStream::connect(server.addr).expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        for piece in request.chunks(request.len().div_ceil(10)) {
+            tcp.write_all(piece).expect("write a piece");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let head = read_http_head(&mut tcp);
+        assert!(head.starts_with("HTTP/1.1 101 "), "{rt:?}: {head}");
+        tcp.write_all(&client_frame(true, 0x1, b"pieces"))
+            .expect("send");
+        let mut echoed = [0u8; 8];
+        std::io::Read::read_exact(&mut tcp, &mut echoed).expect("echo");
+        assert_eq!(&echoed[..], b"\x81\x06pieces", "{rt:?}");
+    }
+}
+
 /// A burst of connects that nobody has accepted yet is queued by the
 /// kernel, not dropped: the listener's backlog is deep (4096, capped by
 /// `net.core.somaxconn`). With std's 128, the 130th connect's SYN is

@@ -88,6 +88,23 @@ impl Server {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU time (user + system, all threads) used so far, in milliseconds
+    /// (10 ms resolution: `/proc` counts in ticks of 1/100 s).
+    fn cpu_ms(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the ')' closing `comm`: state is field 3, utime 14, stime 15.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0)) * 10
+    }
+
     /// The `/metrics` counters and gauges, by name.
     fn metrics(&self) -> HashMap<String, u64> {
         let mut tcp = TcpStream::connect(self.addr).expect("connect for metrics");
@@ -192,6 +209,12 @@ impl Client {
 /// A room with one publisher and one subscriber exchanging `n` messages
 /// one at a time; returns the round-trip latencies (publish to delivery).
 fn exchange(addr: SocketAddr, room: &str, n: usize) -> Vec<Duration> {
+    exchange_paced(addr, room, n, Duration::ZERO)
+}
+
+/// [`exchange`] with `gap` between one round trip and the next, so that
+/// the exchanges span a whole attack rather than its first moments.
+fn exchange_paced(addr: SocketAddr, room: &str, n: usize, gap: Duration) -> Vec<Duration> {
     let mut sub = Client::connect(addr).expect("subscriber connects");
     sub.join(room);
     let mut publ = Client::connect(addr).expect("publisher connects");
@@ -215,13 +238,19 @@ fn exchange(addr: SocketAddr, room: &str, n: usize) -> Vec<Duration> {
         let m = sub.expect("message");
         latencies.push(start.elapsed());
         assert_eq!(m["data"], i, "in order and complete");
+        std::thread::sleep(gap);
     }
     latencies
 }
 
-fn p99(mut v: Vec<Duration>) -> Duration {
+/// The `percent` quantile of `v` (100: the largest).
+fn quantile(v: &[Duration], percent: usize) -> Duration {
+    let mut v = v.to_vec();
     v.sort_unstable();
-    v.get(v.len() * 99 / 100).copied().unwrap_or_default()
+    let last = v.len().saturating_sub(1);
+    v.get((v.len() * percent / 100).min(last))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Connects a plain TCP socket, optionally with a small receive buffer
@@ -272,7 +301,10 @@ fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize) {
         ],
     );
     let addr = server.addr;
-    let unloaded = exchange(addr, "calm", messages);
+    // The normal clients' round trips are spread over most of the
+    // handshake timeout, loaded and unloaded alike.
+    let gap = Duration::from_millis(timeout_ms) * 4 / 5 / messages as u32;
+    let unloaded = exchange_paced(addr, "calm", messages, gap);
     let rss_before = server.rss_kib().0;
 
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
@@ -284,10 +316,11 @@ fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize) {
         })
         .collect();
     let started = Instant::now();
+    let cpu_before = server.cpu_ms();
     // Drip one byte per connection per round until the server has closed
     // every one of them; normal clients run alongside.
     let loaded = std::thread::scope(|s| {
-        let normal = s.spawn(|| exchange(addr, "busy", messages));
+        let normal = s.spawn(|| exchange_paced(addr, "busy", messages, gap));
         let mut pos = 0usize;
         let mut open = n;
         let limit = Duration::from_millis(timeout_ms) * 3 + WAIT;
@@ -316,6 +349,8 @@ fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize) {
         (loaded, open)
     });
     let (loaded, still_open) = loaded;
+    let attack_ms = started.elapsed().as_millis();
+    let attack_cpu_ms = server.cpu_ms().saturating_sub(cpu_before);
     assert_eq!(
         still_open, 0,
         "{bin}: slow connections outlived the handshake timeout"
@@ -330,10 +365,13 @@ fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize) {
     let (rss_after, peak_rss) = server.rss_kib();
     println!(
         "FIGURE slowloris {bin} conns={n} rss_before_kib={rss_before} rss_peak_kib={peak_rss} \
-         rss_after_kib={rss_after} p99_unloaded_us={} p99_loaded_us={} freed_after_ms={}",
-        p99(unloaded).as_micros(),
-        p99(loaded).as_micros(),
-        started.elapsed().as_millis()
+         rss_after_kib={rss_after} p50_unloaded_us={} p99_unloaded_us={} p50_loaded_us={} \
+         p99_loaded_us={} max_loaded_us={} freed_after_ms={attack_ms} server_cpu_ms={attack_cpu_ms}",
+        quantile(&unloaded, 50).as_micros(),
+        quantile(&unloaded, 99).as_micros(),
+        quantile(&loaded, 50).as_micros(),
+        quantile(&loaded, 99).as_micros(),
+        quantile(&loaded, 100).as_micros(),
     );
 }
 

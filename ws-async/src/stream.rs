@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role};
+use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role, State};
 
 use crate::error::WsError;
 use crate::runtime::{Runtime, Transport};
@@ -113,6 +113,13 @@ const MIN_READ: usize = 4096;
 /// connection buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// A request head still incomplete after this many reads is read on a
+/// timer instead of on every arrival (see [`HeadPace`]).
+const PACE_AFTER_READS: u32 = 1;
+/// Mean interval of those timed reads; each connection draws its own
+/// between half and one and a half times this.
+const PACE_INTERVAL: Duration = Duration::from_millis(500);
+
 thread_local! {
     static SCRATCH: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
@@ -141,10 +148,45 @@ pub(crate) struct Inner<T, R: Runtime> {
     close: Option<Box<CloseInfo>>,
     /// A `Request` or `Accepted` event, for the handshake driver.
     pub(crate) handshake: Option<Box<Event>>,
+    /// Server: set while a request head arrives in pieces.
+    pace: Option<Box<HeadPace<R>>>,
     reader_waker: Option<Waker>,
     writer_waker: Option<Waker>,
     /// The transport's own flush returned `Pending` last time.
     transport_flush_pending: bool,
+}
+
+/// Pacing of a request head that arrives in pieces.
+///
+/// A client sends its head in one piece, or a few. An attacker holding
+/// thousands of connections open with a byte at a time (slowloris) makes
+/// every one of them readable in the same instant, again and again; woken
+/// by the socket, thousands of tasks would queue ahead of the connections
+/// that carry real traffic. So once a head has taken
+/// [`PACE_AFTER_READS`] reads, it is read only when its timer fires, and
+/// each connection's interval is its own (between half and one and a half
+/// [`PACE_INTERVAL`]): the reads spread out in time whatever the attacker
+/// does. A legitimate head that comes in more pieces than that waits at
+/// most one interval per further piece.
+struct HeadPace<R: Runtime> {
+    reads: u32,
+    interval: Duration,
+    sleep: Option<Pin<Box<R::Sleep>>>,
+}
+
+impl<R: Runtime> HeadPace<R> {
+    fn new() -> Box<Self> {
+        let mut seed = [0u8; 2];
+        // Without the OS source every interval is the shortest: still paced.
+        let _ = getrandom::fill(&mut seed);
+        let spread =
+            u64::from(u16::from_le_bytes(seed)) * PACE_INTERVAL.as_millis() as u64 / 65_536;
+        Box::new(Self {
+            reads: 0,
+            interval: PACE_INTERVAL / 2 + Duration::from_millis(spread),
+            sleep: None,
+        })
+    }
 }
 
 impl<T: Transport, R: Runtime> Inner<T, R> {
@@ -165,6 +207,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             pending_error: None,
             close: None,
             handshake: None,
+            pace: None,
             reader_waker: None,
             writer_waker: None,
             transport_flush_pending: false,
@@ -305,6 +348,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 None
             }
             ev @ (Event::Request(_) | Event::Accepted(_)) => {
+                self.pace = None;
                 self.handshake = Some(Box::new(ev));
                 None
             }
@@ -339,7 +383,15 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     /// buffer at all. That keeps idle connections small. With a frame in
     /// progress, reads go straight into the connection's buffer, sized for
     /// the rest of the frame, so large messages are not copied.
+    ///
+    /// A head that arrives in pieces (a slow client, or an attacker
+    /// dripping bytes) also goes through the scratch buffer and is appended
+    /// as it comes: a pending handshake holds what it was sent, not a
+    /// 4 KiB read buffer.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.conn.read_buf().is_empty() && self.conn.state() == State::Connecting {
+            return self.poll_read_head_rest(cx);
+        }
         if self.conn.read_buf().is_empty() {
             let polled = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
@@ -360,6 +412,54 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         let hint = self.conn.read_hint().max(MIN_READ);
         self.conn.read_buf().reserve(hint);
         self.io.poll_read_into(cx, self.conn.read_buf())
+    }
+
+    /// Reads more of a head that arrived in pieces, appending what came.
+    ///
+    /// On a server, once the head has taken [`PACE_AFTER_READS`] reads,
+    /// the rest is read on a timer (see [`HeadPace`]) rather than whenever
+    /// the socket becomes readable.
+    fn poll_read_head_rest(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let pace = match self.conn.role() {
+            Role::Server => Some(self.pace.get_or_insert_with(HeadPace::new)),
+            Role::Client => None,
+        };
+        let paced = pace.as_ref().is_some_and(|p| p.reads >= PACE_AFTER_READS);
+        if let Some(pace) = pace
+            && let Some(sleep) = &mut pace.sleep
+        {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            pace.sleep = None;
+        }
+        // Paced, the read does not ask the socket to wake the task: the
+        // timer does.
+        let mut quiet = Context::from_waker(Waker::noop());
+        let read_cx = if paced { &mut quiet } else { &mut *cx };
+        let polled = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let polled = self.io.poll_read_slice(read_cx, &mut scratch[..]);
+            if let Poll::Ready(Ok(n)) = polled {
+                self.conn.read_buf().extend_from_slice(&scratch[..n]);
+            }
+            polled
+        });
+        let Some(pace) = &mut self.pace else {
+            return polled;
+        };
+        if let Poll::Ready(Ok(1..)) = polled {
+            pace.reads = pace.reads.saturating_add(1);
+        }
+        if pace.reads >= PACE_AFTER_READS && !matches!(polled, Poll::Ready(Ok(0) | Err(_))) {
+            let mut sleep = Box::pin(self.rt.sleep_until(self.rt.now() + pace.interval));
+            if sleep.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            } else {
+                pace.sleep = Some(sleep);
+            }
+        }
+        polled
     }
 
     /// Drives the connection until something arrives for the application
@@ -645,7 +745,7 @@ impl<T: Transport, R: Runtime> WebSocket<T, R> {
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), WsError> {
         {
             let mut inner = lock(&self.read.shared);
-            if !inner.conn.is_closed() && !matches!(inner.conn.state(), ws_proto::State::Closing) {
+            if !inner.conn.is_closed() && !matches!(inner.conn.state(), State::Closing) {
                 inner.start_close(code, reason)?;
             }
         }
