@@ -181,10 +181,6 @@ pub type WriteHalf<S = Async<TcpStream>> = ws_async::WriteHalf<SmolIo<S>, SmolRu
 /// stays unused is pure cost (it made 16 KiB echoes 20% dearer at 256 KiB).
 const MAX_READ: usize = 64 * 1024;
 
-/// Listen backlog of [`SmolRuntime::bind`] (the kernel caps it at
-/// `net.core.somaxconn`).
-const LISTEN_BACKLOG: i32 = 4096;
-
 /// How much one read into `buf` may fill.
 fn read_room(buf: &BytesMut) -> usize {
     (buf.capacity() - buf.len()).clamp(1, MAX_READ)
@@ -265,13 +261,11 @@ impl ws_async::Runtime for SmolRuntime {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
-        // Not `Async::<TcpListener>::bind`: std listens with a backlog of
-        // 128, and a burst of connects beyond it has its SYNs dropped and
-        // retried a second or more later. Same backlog as the tokio adapter.
+        // Not `Async::<TcpListener>::bind`: std listens with a backlog of 128.
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
+        socket.listen(ws_async::LISTEN_BACKLOG as i32)?;
         Async::new(TcpListener::from(socket))
     }
 

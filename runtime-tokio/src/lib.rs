@@ -137,7 +137,7 @@ impl ws_async::Runtime for TokioRuntime {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        socket.listen(4096)
+        socket.listen(ws_async::LISTEN_BACKLOG)
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {

@@ -65,6 +65,6 @@ mod url;
 
 pub use error::WsError;
 pub use handshake::{Decision, accept, accept_with, client_handshake, connect};
-pub use runtime::{Runtime, Transport};
+pub use runtime::{LISTEN_BACKLOG, Runtime, Transport};
 pub use stream::{CloseInfo, Incoming, ReadHalf, WebSocket, WriteHalf, WsConfig};
 pub use url::{UrlError, WsUrl};

@@ -4,6 +4,11 @@
 //! (after quinn's `Runtime`); everything else is written once, generically,
 //! in this crate.
 
+/// Listen backlog of a `Runtime::bind` listener (the kernel caps it at
+/// `net.core.somaxconn`): deep enough that a burst of connects is queued,
+/// not dropped and retried a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
