@@ -393,17 +393,10 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             return self.poll_read_head_rest(cx);
         }
         if self.conn.read_buf().is_empty() {
-            let polled = SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let polled = self.io.poll_read_slice(cx, &mut scratch[..]);
-                if let Poll::Ready(Ok(n)) = polled {
-                    // A fresh buffer of exactly this size: cheaper than
-                    // growing the empty one, and a message that is the
-                    // whole read takes it over without another allocation.
-                    *self.conn.read_buf() = BytesMut::from(&scratch[..n]);
-                }
-                polled
-            });
+            // A fresh buffer of exactly this size: cheaper than growing the
+            // empty one, and a message that is the whole read takes it over
+            // without another allocation.
+            let polled = self.poll_read_scratch(cx, |buf, read| *buf = BytesMut::from(read));
             if polled.is_pending() {
                 self.conn.release_idle_buffers();
             }
@@ -412,6 +405,23 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         let hint = self.conn.read_hint().max(MIN_READ);
         self.conn.read_buf().reserve(hint);
         self.io.poll_read_into(cx, self.conn.read_buf())
+    }
+
+    /// Reads into this thread's scratch buffer and hands what arrived to
+    /// `keep` with the connection's read buffer.
+    fn poll_read_scratch(
+        &mut self,
+        cx: &mut Context<'_>,
+        keep: impl FnOnce(&mut BytesMut, &[u8]),
+    ) -> Poll<io::Result<usize>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let polled = self.io.poll_read_slice(cx, &mut scratch[..]);
+            if let Poll::Ready(Ok(n)) = polled {
+                keep(self.conn.read_buf(), &scratch[..n]);
+            }
+            polled
+        })
     }
 
     /// Reads more of a head that arrived in pieces, appending what came.
@@ -437,14 +447,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
         // timer does.
         let mut quiet = Context::from_waker(Waker::noop());
         let read_cx = if paced { &mut quiet } else { &mut *cx };
-        let polled = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let polled = self.io.poll_read_slice(read_cx, &mut scratch[..]);
-            if let Poll::Ready(Ok(n)) = polled {
-                self.conn.read_buf().extend_from_slice(&scratch[..n]);
-            }
-            polled
-        });
+        let polled = self.poll_read_scratch(read_cx, |buf, read| buf.extend_from_slice(read));
         let Some(pace) = &mut self.pace else {
             return polled;
         };
@@ -574,9 +577,7 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
     /// Reads and discards until the peer's FIN, an error, or `until`.
     fn poll_discard(&mut self, cx: &mut Context<'_>, until: Instant) -> Poll<()> {
         while !self.read_eof && !self.poll_deadline(cx, until) {
-            let io = &mut self.io;
-            let read = SCRATCH.with(|scratch| io.poll_read_slice(cx, &mut scratch.borrow_mut()));
-            match read {
+            match self.poll_read_scratch(cx, |_, _| {}) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_eof = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Poll::Pending,
