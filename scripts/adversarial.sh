@@ -3,7 +3,9 @@
 # the `serve` binaries of both runtimes, in release mode, one at a time:
 # 5,000 slowloris connections, 1,000 never-reading room members, 1,000
 # garbage peers and absurd handshakes, a storm of 10,000 connects from one
-# address. Each test stops by itself and asserts behaviour; the figures
+# address; and the slowloris control run (the same attack sent to a
+# listener of the test's own, the floor of the latency measurement).
+# Each test stops by itself and asserts behaviour; the figures
 # (server RSS, p99 of normal clients loaded and unloaded) are printed as
 # `FIGURE` lines at the end, for docs/RELIABILITY.md.
 #
