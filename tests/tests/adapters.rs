@@ -515,3 +515,101 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
         assert!(server.wait_active_at_most(0, Duration::from_secs(10)));
     }
 }
+
+/// `TokioRuntime`, counting the timers it is asked for.
+#[derive(Clone)]
+struct CountingTimers {
+    inner: runtime_tokio::TokioRuntime,
+    timers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ws_async::Runtime for CountingTimers {
+    type Stream = <runtime_tokio::TokioRuntime as ws_async::Runtime>::Stream;
+    type Listener = <runtime_tokio::TokioRuntime as ws_async::Runtime>::Listener;
+    type Sleep = <runtime_tokio::TokioRuntime as ws_async::Runtime>::Sleep;
+
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+    fn sleep_until(&self, deadline: std::time::Instant) -> Self::Sleep {
+        self.timers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.sleep_until(deadline)
+    }
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+        self.inner.spawn(future);
+    }
+    fn bind(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> impl Future<Output = std::io::Result<Self::Listener>> + Send {
+        self.inner.bind(addr)
+    }
+    fn local_addr(listener: &Self::Listener) -> std::io::Result<std::net::SocketAddr> {
+        runtime_tokio::TokioRuntime::local_addr(listener)
+    }
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, std::net::SocketAddr)>> + Send {
+        runtime_tokio::TokioRuntime::accept(listener)
+    }
+    fn connect(
+        &self,
+        authority: &str,
+    ) -> impl Future<Output = std::io::Result<Self::Stream>> + Send {
+        self.inner.connect(authority)
+    }
+}
+
+/// A request head that is already in the socket when the server starts
+/// the handshake completes without arming the handshake timeout (a timer
+/// costs a reactor wake-up per handshake on both runtimes); one that comes
+/// later does arm it.
+#[test]
+fn a_handshake_already_received_arms_no_timer() {
+    use ws_async::Runtime as _;
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let rt = CountingTimers {
+            inner: runtime_tokio::TokioRuntime,
+            timers: Default::default(),
+        };
+        let listener = rt.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = CountingTimers::local_addr(&listener).unwrap();
+        for head_first in [true, false] {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            if head_first {
+                client.write_all(head).unwrap();
+            }
+            let (io, _) = CountingTimers::accept(&listener).await.unwrap();
+            if head_first {
+                // Until the head is in the server's socket.
+                io.0.readable().await.unwrap();
+            }
+            let before = rt.timers.load(std::sync::atomic::Ordering::Relaxed);
+            let writer = (!head_first).then(|| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    client.write_all(head).unwrap();
+                    client
+                })
+            });
+            let ws = ws_async::accept(rt.clone(), io, WsConfig::default())
+                .await
+                .expect("handshake");
+            let armed = rt.timers.load(std::sync::atomic::Ordering::Relaxed) - before;
+            if head_first {
+                assert_eq!(armed, 0, "a timer was armed for a head already received");
+            } else {
+                assert!(armed >= 1, "no timer for a head still to come");
+            }
+            drop(ws);
+            drop(writer.map(|w| w.join().unwrap()));
+        }
+    });
+}

@@ -493,10 +493,16 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             if self.conn.is_closed() {
                 return self.poll_finish(cx).map(|r| r.map(|()| None));
             }
-            match self.conn.poll_timeout() {
-                Some(deadline) if self.poll_deadline(cx, deadline) => {
-                    let now = self.now().max(deadline);
-                    self.conn.handle_timeout(now);
+            // The timer for the core's deadline is armed only when this
+            // poll is about to return `Pending`: a handshake whose head is
+            // already in the socket completes without ever arming its
+            // timeout (a timer insert costs a reactor wake-up on both
+            // runtimes).
+            let deadline = self.conn.poll_timeout();
+            match deadline {
+                Some(deadline) if self.now() >= deadline => {
+                    self.timer = None;
+                    self.conn.handle_timeout(self.now().max(deadline));
                     continue;
                 }
                 Some(_) => {}
@@ -507,6 +513,9 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             }
             if self.read_eof || !self.conn.wants_read() {
                 register(&mut self.reader_waker, cx);
+                if self.deadline_fired(cx, deadline) {
+                    continue;
+                }
                 return Poll::Pending;
             }
             match self.poll_read_once(cx) {
@@ -522,10 +531,28 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
                     register(&mut self.reader_waker, cx);
+                    if self.deadline_fired(cx, deadline) {
+                        continue;
+                    }
                     return Poll::Pending;
                 }
             }
         }
+    }
+
+    /// Before `poll_incoming` returns `Pending`: arms the timer for the
+    /// core's `deadline`. If it has passed meanwhile, hands the timeout to
+    /// the core and returns true (poll again).
+    fn deadline_fired(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        if !self.poll_deadline(cx, deadline) {
+            return false;
+        }
+        let now = self.now().max(deadline);
+        self.conn.handle_timeout(now);
+        true
     }
 
     /// After the close handshake or a failure: flush, let a client wait
