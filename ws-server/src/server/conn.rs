@@ -22,6 +22,7 @@ use super::dispatch;
 use super::hub_task::ToHub;
 use super::metrics::ServerCounters;
 use super::outbox::{Outbox, Pending};
+use super::tls::ServerTls;
 use crate::shutdown::ConnectionGuard;
 use ws_async::Incoming;
 use ws_async::WsError;
@@ -69,9 +70,8 @@ struct Opened<T, R: Runtime> {
 }
 
 /// The handshakes and the hub's `Open`, up to an open plain connection.
-/// A TLS connection lives its whole life in here (it holds a TLS stream
-/// of its own, over ten kilobytes, so one more allocation is nothing)
-/// and gives back `None`, like a connection that did not open.
+/// A TLS connection lives its whole life in [`tls_connection`] and gives
+/// back `None`, like a connection that did not open.
 async fn opening<T: Transport, R: Runtime>(
     rt: R,
     io: T,
@@ -83,12 +83,29 @@ async fn opening<T: Transport, R: Runtime>(
         let config = shared.config.ws.clone();
         return open(rt, io, peer, &shared, has_slot, config, None).await;
     };
+    // Boxed: inline, the TLS connection's state (a TLS stream of over ten
+    // kilobytes among it) would size this future, which every plain
+    // connection allocates for its handshake.
+    Box::pin(tls_connection(rt, io, tls, peer, &shared, has_slot)).await;
+    None
+}
+
+/// A TLS connection's whole life: the TLS handshake, the WebSocket
+/// handshake and the hub's `Open`, then [`live`].
+async fn tls_connection<T: Transport, R: Runtime>(
+    rt: R,
+    io: T,
+    tls: &ServerTls,
+    peer: SocketAddr,
+    shared: &Shared,
+    has_slot: bool,
+) {
     // On a TLS port the per-IP limit applies before the TLS handshake, so
     // a flood of hellos from one address costs no crypto (and gets no
     // 429: there is no HTTP without the handshake).
     if !has_slot {
         ServerCounters::bump(&shared.counters.ip_limit_refusals);
-        return None;
+        return;
     }
     // Boxed, like the WebSocket handshake: freed once done.
     let (io, config) = match Box::pin(tls.handshake(&rt, io, &shared.config.ws)).await {
@@ -96,15 +113,14 @@ async fn opening<T: Transport, R: Runtime>(
         Err(e) => {
             ServerCounters::bump(&shared.counters.tls_handshake_failures);
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return None;
+            return;
         }
     };
     ServerCounters::bump(&shared.counters.tls_handshakes);
     let user = io.peer_user();
-    if let Some(mut opened) = open(rt, io, peer, &shared, has_slot, config, user).await {
-        live(&mut opened, &peer, &shared).await;
+    if let Some(mut opened) = open(rt, io, peer, shared, has_slot, config, user).await {
+        live(&mut opened, &peer, shared).await;
     }
-    None
 }
 
 /// The WebSocket handshake (or a server-API request, answered here), then
