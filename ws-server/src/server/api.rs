@@ -313,14 +313,26 @@ pub(crate) async fn intercept<T: Transport, R: Runtime>(
     io: T,
     shared: &Shared,
 ) -> Option<Replayed<T>> {
-    let mut replay = Replayed {
+    let replay = Replayed {
         prefix: BytesMut::new(),
         inner: io,
     };
-    let keys = &shared.config.api_keys;
-    if keys.is_empty() {
+    if shared.config.api_keys.is_empty() {
         return Some(replay);
     }
+    // Boxed: inline, the reading and serving state would size every
+    // connection's handshake future, with or without API keys.
+    Box::pin(read_and_serve(rt, replay, shared)).await
+}
+
+/// [`intercept`] once API keys are set: reads the request head and serves
+/// it if it names an API path.
+async fn read_and_serve<T: Transport, R: Runtime>(
+    rt: &R,
+    mut replay: Replayed<T>,
+    shared: &Shared,
+) -> Option<Replayed<T>> {
+    let keys = &shared.config.api_keys;
     let limit = shared.config.ws.proto.max_handshake_size;
     let timeout = shared
         .config

@@ -80,8 +80,7 @@ async fn opening<T: Transport, R: Runtime>(
     has_slot: bool,
 ) -> Option<Opened<Replayed<T>, R>> {
     let Some(tls) = &shared.config.tls else {
-        let config = shared.config.ws.clone();
-        return open(rt, io, peer, &shared, has_slot, config, None).await;
+        return open(rt, io, peer, &shared, has_slot, &shared.config.ws, None).await;
     };
     // Boxed: inline, the TLS connection's state (a TLS stream of over ten
     // kilobytes among it) would size this future, which every plain
@@ -118,7 +117,7 @@ async fn tls_connection<T: Transport, R: Runtime>(
     };
     ServerCounters::bump(&shared.counters.tls_handshakes);
     let user = io.peer_user();
-    if let Some(mut opened) = open(rt, io, peer, shared, has_slot, config, user).await {
+    if let Some(mut opened) = open(rt, io, peer, shared, has_slot, &config, user).await {
         live(&mut opened, &peer, shared).await;
     }
 }
@@ -132,7 +131,7 @@ async fn open<T: Transport, R: Runtime>(
     peer: SocketAddr,
     shared: &Shared,
     has_slot: bool,
-    config: ws_async::WsConfig,
+    config: &ws_async::WsConfig,
     cert_user: Option<String>,
 ) -> Option<Opened<Replayed<T>, R>> {
     // Server-API requests (docs/API.md) are answered here.
@@ -146,7 +145,9 @@ async fn open<T: Transport, R: Runtime>(
     };
     let mut admitted = None;
     // Boxed: the handshake's state is large and short-lived.
-    let accepted = Box::pin(accept_with(rt, io, config, |req| {
+    // Cloned here, not by the caller: a `WsConfig` held across the
+    // awaits above would sit in every pending handshake's future.
+    let accepted = Box::pin(accept_with(rt, io, config.clone(), |req| {
         let (decision, outcome) = decide(req, &peer_info, shared);
         admitted = outcome;
         decision
