@@ -336,7 +336,9 @@ fn slowloris(bin: &'static str, n: usize, timeout_ms: u64, messages: usize, targ
         listener
             .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .expect("bind");
-        listener.listen(4096).expect("listen");
+        listener
+            .listen(ws_async::LISTEN_BACKLOG as i32)
+            .expect("listen");
         let sink_addr = listener
             .local_addr()
             .expect("addr")

@@ -500,59 +500,47 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             // runtimes).
             let deadline = self.conn.poll_timeout();
             match deadline {
-                Some(deadline) if self.now() >= deadline => {
-                    self.timer = None;
-                    self.conn.handle_timeout(self.now().max(deadline));
-                    continue;
+                Some(deadline) => {
+                    let now = self.now();
+                    if now >= deadline {
+                        self.timer = None;
+                        self.conn.handle_timeout(now);
+                        continue;
+                    }
                 }
-                Some(_) => {}
                 // No deadline (the handshake is over): drop the timer, so it
                 // neither wakes the task nor occupies the runtime's timer
                 // wheel for the life of the connection.
                 None => self.timer = None,
             }
-            if self.read_eof || !self.conn.wants_read() {
-                register(&mut self.reader_waker, cx);
-                if self.deadline_fired(cx, deadline) {
-                    continue;
-                }
-                return Poll::Pending;
-            }
-            match self.poll_read_once(cx) {
-                Poll::Ready(Ok(0)) => {
-                    self.read_eof = true;
-                    let now = self.now();
-                    self.conn.handle_eof(now);
-                }
-                Poll::Ready(Ok(_)) => {
-                    let now = self.now();
-                    self.conn.handle_read(now);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
-                Poll::Pending => {
-                    register(&mut self.reader_waker, cx);
-                    if self.deadline_fired(cx, deadline) {
+            if !self.read_eof && self.conn.wants_read() {
+                match self.poll_read_once(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.read_eof = true;
+                        let now = self.now();
+                        self.conn.handle_eof(now);
                         continue;
                     }
-                    return Poll::Pending;
+                    Poll::Ready(Ok(_)) => {
+                        let now = self.now();
+                        self.conn.handle_read(now);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                    Poll::Pending => {}
                 }
             }
+            register(&mut self.reader_waker, cx);
+            if let Some(deadline) = deadline
+                && self.poll_deadline(cx, deadline)
+            {
+                // It passed while this poll ran.
+                let now = self.now().max(deadline);
+                self.conn.handle_timeout(now);
+                continue;
+            }
+            return Poll::Pending;
         }
-    }
-
-    /// Before `poll_incoming` returns `Pending`: arms the timer for the
-    /// core's `deadline`. If it has passed meanwhile, hands the timeout to
-    /// the core and returns true (poll again).
-    fn deadline_fired(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
-        let Some(deadline) = deadline else {
-            return false;
-        };
-        if !self.poll_deadline(cx, deadline) {
-            return false;
-        }
-        let now = self.now().max(deadline);
-        self.conn.handle_timeout(now);
-        true
     }
 
     /// After the close handshake or a failure: flush, let a client wait
