@@ -266,6 +266,16 @@ def med(server, workload, key):
 def spread(server, workload, key):
     vals, _ = vals_of(server, workload, key)
     return f" [{fmt(min(vals))}-{fmt(max(vals))}]" if len(vals) > 1 else ""
+def round_ratios(server, workload, key):
+    """server / fastwebsockets within each round (the servers of a round
+    run back to back, so a machine that drifts between rounds, or flips
+    between two speeds, moves both alike)."""
+    def by_round(s):
+        return {r["round"]: r["result"][key] for r in rows
+                if r["server"] == s and r["workload"] == workload and r.get("quiet") is not False
+                and isinstance(r["result"].get(key), (int, float))}
+    base, mine = by_round("fastwebsockets"), by_round(server)
+    return [mine[k] / base[k] for k in mine if base.get(k)]
 def fmt(v):
     if v is None: return "–"
     if abs(v) >= 100000: return f"{v/1000:.0f}k"
@@ -288,7 +298,7 @@ n_rounds = len({r["round"] for r in rows})
 print(f"Medians of {n_rounds} round(s); ratio = server / fastwebsockets "
       "(higher is better for msgs/s and handshakes/s, lower for CPU, latency and bytes); "
       "[min-max] = spread of the CPU figures over the rounds. "
-      "'busy' = cores used by server / load tool during the window (1.00 = saturated).\n")
+      "'busy' = cores used by server / load tool during the window (1.00 = saturated); 'ratio per round' = median [min-max] over the rounds of each round's own ratio to fastwebsockets (robust when the machine's speed drifts between rounds); 'in the kernel' = the share of the server's CPU time spent in system calls and the kernel's TCP (/proc/PID/stat stime over utime + stime).\n")
 print("| workload | metric | " + " | ".join(servers) + " |")
 print("|---|---|" + "---|" * len(servers))
 for wl, title, ms in metrics:
@@ -304,12 +314,25 @@ for wl, title, ms in metrics:
             if key.startswith("server_cpu"): c += spread(s, wl, key)
             cells.append(c)
         print(f"| {title} | {label} | " + " | ".join(cells) + " |")
+        if key.startswith("server_cpu") and n_rounds > 1 and "fastwebsockets" in servers:
+            cells = []
+            for s in servers:
+                rr = round_ratios(s, wl, key)
+                cells.append("–" if s == "fastwebsockets" or not rr else
+                             f"{statistics.median(rr):.2f}x [{min(rr):.2f}-{max(rr):.2f}]")
+            print(f"| {title} | {label}, ratio per round | " + " | ".join(cells) + " |")
     if wl.startswith(("echo", "d1-")) or wl == "connect":
         cells = []
         for s in servers:
             a, _ = med(s, wl, "server_cpu_util"); b, _ = med(s, wl, "load_cpu_util")
             cells.append("–" if a is None else f"{a:.2f} / {b:.2f}")
         print(f"| {title} | busy server / load | " + " | ".join(cells) + " |")
+        cells = []
+        for s in servers:
+            k, _ = med(s, wl, "server_kernel_share")
+            cells.append("–" if k is None else f"{k:.2f}")
+        if any(c != "–" for c in cells):
+            print(f"| {title} | server CPU in the kernel | " + " | ".join(cells) + " |")
 errs = {}
 for r in rows:
     e = r["result"].get("errors", 0) or 0

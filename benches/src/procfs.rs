@@ -9,6 +9,14 @@ const USER_HZ: u64 = 100;
 /// CPU time (user + system) consumed so far by process `pid`, all threads,
 /// in microseconds (10 ms resolution).
 pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
+    let (user, kernel) = cpu_split_us(pid)?;
+    Ok(user + kernel)
+}
+
+/// CPU time consumed so far by process `pid`, all threads, split into user
+/// space (`utime`) and the kernel (`stime`), in microseconds (10 ms
+/// resolution: the kernel samples the split at the clock tick).
+pub fn cpu_split_us(pid: u32) -> std::io::Result<(u64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // `comm` (field 2) may contain spaces and parentheses: split after the last ')'.
     let rest = stat
@@ -23,8 +31,8 @@ pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| std::io::Error::other("malformed /proc/PID/stat"))
     };
-    let ticks = parse(11)? + parse(12)?;
-    Ok(ticks * (1_000_000 / USER_HZ))
+    let tick_us = 1_000_000 / USER_HZ;
+    Ok((parse(11)? * tick_us, parse(12)? * tick_us))
 }
 
 /// Time the threads of process `pid` have spent runnable but waiting for
@@ -69,17 +77,19 @@ pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
 pub struct CpuSample {
     pid: Option<u32>,
     start_us: Option<u64>,
+    start_kernel_us: Option<u64>,
     start_wait_us: Option<u64>,
 }
 
 impl CpuSample {
     /// Samples the CPU time of `pid` now (no-op if `pid` is `None`).
     pub fn start(pid: Option<u32>) -> Self {
-        let start_us = pid.and_then(|p| cpu_us(p).ok());
+        let split = pid.and_then(|p| cpu_split_us(p).ok());
         let start_wait_us = pid.and_then(|p| runq_wait_us(p).ok());
         Self {
             pid,
-            start_us,
+            start_us: split.map(|(user, kernel)| user + kernel),
+            start_kernel_us: split.map(|(_, kernel)| kernel),
             start_wait_us,
         }
     }
@@ -88,6 +98,12 @@ impl CpuSample {
     pub fn elapsed_us(&self) -> Option<u64> {
         let end = cpu_us(self.pid?).ok()?;
         Some(end.saturating_sub(self.start_us?))
+    }
+
+    /// Of [`CpuSample::elapsed_us`], the microseconds spent in the kernel.
+    pub fn elapsed_kernel_us(&self) -> Option<u64> {
+        let (_, end) = cpu_split_us(self.pid?).ok()?;
+        Some(end.saturating_sub(self.start_kernel_us?))
     }
 
     /// Microseconds the server's threads spent waiting for a CPU since

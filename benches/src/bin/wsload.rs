@@ -354,6 +354,15 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// The fraction of the server's CPU time spent in the kernel (system calls,
+/// loopback TCP), to two places; `None` without a server PID or CPU time.
+fn kernel_share(kernel_us: Option<u64>, cpu_us: Option<u64>) -> Option<f64> {
+    match (kernel_us, cpu_us) {
+        (Some(k), Some(c)) if c > 0 => Some(round2(k as f64 / c as f64)),
+        _ => None,
+    }
+}
+
 /// Measured window shared by all shards, expressed as offsets from the
 /// instant the shards were released by the start barrier.
 #[derive(Debug, Clone, Copy)]
@@ -430,14 +439,17 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
 
     let shard_barrier = Arc::clone(&barrier);
     let pid = a.common.server_pid;
-    let main_thread = std::thread::spawn(move || -> (Option<u64>, Option<u64>) {
+    let main_thread = std::thread::spawn(move || {
         barrier.wait();
         let t0 = Instant::now();
         std::thread::sleep(warmup);
         let cpu = CpuSample::start(pid);
         let me = CpuSample::start(Some(std::process::id()));
         std::thread::sleep((t0 + warmup + duration).saturating_duration_since(Instant::now()));
-        (cpu.elapsed_us(), me.elapsed_us())
+        // The kernel share first: sampled before the total, it can only
+        // come out lower than the total, never above it.
+        let kernel_us = cpu.elapsed_kernel_us();
+        (cpu.elapsed_us(), me.elapsed_us(), kernel_us)
     });
 
     let args = a.clone();
@@ -482,7 +494,7 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
             Ok(s)
         }
     })?;
-    let (cpu_us, load_us) = main_thread.join().expect("timer thread");
+    let (cpu_us, load_us, kernel_us) = main_thread.join().expect("timer thread");
     let st = Stats::merge(shards);
     let secs_f = duration.as_secs_f64();
     let msgs_s = st.msgs as f64 / secs_f;
@@ -523,6 +535,7 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
             "server_cpu_util": util(cpu_us, secs_f),
             "load_cpu_util": util(load_us, secs_f),
             "server_cpu_us_per_msg": cpu_per_msg.map(round2),
+            "server_kernel_share": kernel_share(kernel_us, cpu_us),
             "deflate": format!("{:?}", a.common.deflate),
             "sent_frame_bytes": frame_len,
             "compressed_received": st.compressed,
@@ -822,6 +835,7 @@ fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
             Ok((s, last))
         }
     })?;
+    let kernel_us = cpu.elapsed_kernel_us();
     let cpu_us = cpu.elapsed_us();
     let load_us = me.elapsed_us();
     let wall = t0.elapsed().as_secs_f64();
@@ -859,6 +873,7 @@ fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
             "server_cpu_util": util(cpu_us, wall),
             "load_cpu_util": util(load_us, wall),
             "server_cpu_us_per_handshake": cpu_per.map(round2),
+            "server_kernel_share": kernel_share(kernel_us, cpu_us),
         })
     );
     Ok(())
