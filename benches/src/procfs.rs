@@ -113,3 +113,43 @@ impl CpuSample {
         Some(end.saturating_sub(self.start_wait_us?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_adds_up_to_the_total_and_grows_with_work() {
+        let me = std::process::id();
+        let sample = CpuSample::start(Some(me));
+        // Work (arithmetic and system calls) until the kernel's accounting
+        // shows at least one tick; bounded, in case it never does.
+        let mut x = 0u64;
+        let mut total = 0;
+        for _ in 0..1_000_000 {
+            for _ in 0..1_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            let _ = fs::metadata("/proc/self/stat");
+            total = sample.elapsed_us().unwrap();
+            if total > 0 {
+                break;
+            }
+        }
+        std::hint::black_box(x);
+        assert!(
+            total > 0,
+            "no CPU time accounted after a million rounds of work"
+        );
+        let kernel = sample.elapsed_kernel_us().unwrap();
+        // Read after the total: at most a tick or two above it.
+        assert!(
+            kernel <= total + 20_000,
+            "kernel {kernel} us above total {total} us"
+        );
+        let (user, kernel_now) = cpu_split_us(me).unwrap();
+        let all = cpu_us(me).unwrap();
+        // Read a moment apart: at most a tick or two between them.
+        assert!((user + kernel_now).abs_diff(all) <= 20_000);
+    }
+}
