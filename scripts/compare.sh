@@ -252,14 +252,16 @@ python3 - "$RAW" "$SMALL_DEPTH" "$HOLD_CONNS" "${ACTIVE[@]}" >"$OUT" <<'PY'
 import json, statistics, sys
 raw, depth, hold, servers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
-def vals_of(server, workload, key):
-    """Values over the quiet runs if there are any, else over all runs;
-    the flag says whether only noisy runs were available."""
+def runs_of(server, workload, key):
+    """The runs with a figure for `key`: the quiet ones if there are any,
+    else all; the flag says whether only noisy runs were available."""
     sel = [r for r in rows if r["server"] == server and r["workload"] == workload
            and isinstance(r["result"].get(key), (int, float))]
     quiet = [r for r in sel if r.get("quiet") is not False]
-    use = quiet or sel
-    return [r["result"][key] for r in use], bool(sel) and not quiet
+    return quiet or sel, bool(sel) and not quiet
+def vals_of(server, workload, key):
+    use, noisy_only = runs_of(server, workload, key)
+    return [r["result"][key] for r in use], noisy_only
 def med(server, workload, key):
     vals, noisy_only = vals_of(server, workload, key)
     return (statistics.median(vals), noisy_only) if vals else (None, False)
@@ -271,9 +273,7 @@ def round_ratios(server, workload, key):
     run back to back, so a machine that drifts between rounds, or flips
     between two speeds, moves both alike)."""
     def by_round(s):
-        return {r["round"]: r["result"][key] for r in rows
-                if r["server"] == s and r["workload"] == workload and r.get("quiet") is not False
-                and isinstance(r["result"].get(key), (int, float))}
+        return {r["round"]: r["result"][key] for r in runs_of(s, workload, key)[0]}
     base, mine = by_round("fastwebsockets"), by_round(server)
     return [mine[k] / base[k] for k in mine if base.get(k)]
 def fmt(v):

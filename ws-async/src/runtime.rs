@@ -40,6 +40,16 @@ pub trait Transport: Send + Unpin + 'static {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>>;
 
+    /// Writes from `buf`. The WebSocket calls this when all it has queued
+    /// is one slice (a small frame): on a socket, `write(2)` costs the
+    /// kernel less than a one-element `writev(2)` (see
+    /// `benches/src/bin/write-syscall.rs`). The default is a one-slice
+    /// vectored write; a socket, or a wrapper of one, forwards to its
+    /// stream's plain write.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
     /// Writes out what the transport itself still buffers from earlier
     /// writes (a TLS record that did not fit the socket, say). A plain
     /// socket buffers nothing, hence the default. The WebSocket calls this
@@ -50,6 +60,20 @@ pub trait Transport: Send + Unpin + 'static {
 
     /// Flushes and shuts down the write side (TCP FIN).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Writes `bufs` to `io`: one slice with [`Transport::poll_write`], more
+/// with [`Transport::poll_write_vectored`]. Every write the crate makes
+/// goes through here.
+pub(crate) fn poll_write_slices<T: Transport + ?Sized>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    match bufs {
+        [one] => io.poll_write(cx, one),
+        _ => io.poll_write_vectored(cx, bufs),
+    }
 }
 
 /// An async runtime: clock, timers, spawning and TCP sockets.
@@ -84,4 +108,60 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Opens a TCP connection to `host:port` (with `TCP_NODELAY` set).
     fn connect(&self, authority: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// Records which write each call made.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<&'static str>,
+    }
+
+    impl Transport for Recorder {
+        fn poll_read_into(
+            &mut self,
+            _: &mut Context<'_>,
+            _: &mut BytesMut,
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(0))
+        }
+        fn poll_read_slice(
+            &mut self,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(0))
+        }
+        fn poll_write_vectored(
+            &mut self,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls.push("writev");
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+        fn poll_write(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.calls.push("write");
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn one_slice_is_a_plain_write_and_more_are_one_vectored_write() {
+        let mut io = Recorder::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let (a, b) = (b"frame".as_slice(), b"body".as_slice());
+        let one = poll_write_slices(&mut io, &mut cx, &[IoSlice::new(a)]);
+        let two = poll_write_slices(&mut io, &mut cx, &[IoSlice::new(a), IoSlice::new(b)]);
+        assert!(matches!(one, Poll::Ready(Ok(5))));
+        assert!(matches!(two, Poll::Ready(Ok(9))));
+        assert_eq!(io.calls, ["write", "writev"]);
+    }
 }

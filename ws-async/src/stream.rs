@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use ws_proto::{CloseCode, Connection, DeflateParams, Event, Message, PreparedBody, Role, State};
 
 use crate::error::WsError;
-use crate::runtime::{Runtime, Transport};
+use crate::runtime::{Runtime, Transport, poll_write_slices};
 
 /// Settings of the async layer on top of [`ws_proto::Config`].
 #[derive(Debug, Clone)]
@@ -234,11 +234,11 @@ impl<T: Transport, R: Runtime> Inner<T, R> {
             let mut few = [IoSlice::new(&[]); FEW_IOV];
             let n = self.conn.transmit_slices(&mut few);
             let polled = if n < FEW_IOV {
-                self.io.poll_write_vectored(cx, &few[..n])
+                poll_write_slices(&mut self.io, cx, &few[..n])
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 let n = self.conn.transmit_slices(&mut slices);
-                self.io.poll_write_vectored(cx, &slices[..n])
+                poll_write_slices(&mut self.io, cx, &slices[..n])
             };
             match polled {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),

@@ -55,7 +55,7 @@ use ws_proto::{AcceptOptions, Request, ServerResponse};
 
 use crate::error::WsError;
 use crate::handshake::{Decision, accept_with, connect_over, within};
-use crate::runtime::{Runtime, Transport};
+use crate::runtime::{Runtime, Transport, poll_write_slices};
 use crate::stream::{WebSocket, WsConfig};
 use crate::url::{UrlError, WsUrl};
 
@@ -382,11 +382,11 @@ impl<T: Transport> Read for SyncIo<'_, '_, T> {
 
 impl<T: Transport> Write for SyncIo<'_, '_, T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        would_block(self.io.poll_write_vectored(self.cx, &[IoSlice::new(buf)]))
+        would_block(self.io.poll_write(self.cx, buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        would_block(self.io.poll_write_vectored(self.cx, bufs))
+        would_block(poll_write_slices(self.io, self.cx, bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -669,6 +669,10 @@ impl<T: Transport> Transport for MaybeTls<T> {
         either!(self, io => io.poll_write_vectored(cx, bufs))
     }
 
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        either!(self, io => io.poll_write(cx, buf))
+    }
+
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         either!(self, io => io.poll_flush(cx))
     }
@@ -941,9 +945,7 @@ mod tests {
 
     async fn write_all<T: Transport>(io: &mut T, mut data: &[u8]) {
         while !data.is_empty() {
-            let n = poll_fn(|cx| io.poll_write_vectored(cx, &[IoSlice::new(data)]))
-                .await
-                .unwrap();
+            let n = poll_fn(|cx| io.poll_write(cx, data)).await.unwrap();
             data = &data[n..];
         }
         poll_fn(|cx| io.poll_flush(cx)).await.unwrap();

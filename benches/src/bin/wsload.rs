@@ -446,10 +446,7 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
         let cpu = CpuSample::start(pid);
         let me = CpuSample::start(Some(std::process::id()));
         std::thread::sleep((t0 + warmup + duration).saturating_duration_since(Instant::now()));
-        // The kernel share first: sampled before the total, it can only
-        // come out lower than the total, never above it.
-        let kernel_us = cpu.elapsed_kernel_us();
-        (cpu.elapsed_us(), me.elapsed_us(), kernel_us)
+        (cpu.elapsed_split_us(), me.elapsed_us())
     });
 
     let args = a.clone();
@@ -494,7 +491,8 @@ fn echo(a: EchoArgs, threads: usize) -> anyhow::Result<()> {
             Ok(s)
         }
     })?;
-    let (cpu_us, load_us, kernel_us) = main_thread.join().expect("timer thread");
+    let (split, load_us) = main_thread.join().expect("timer thread");
+    let (cpu_us, kernel_us) = (split.map(|s| s.0), split.map(|s| s.1));
     let st = Stats::merge(shards);
     let secs_f = duration.as_secs_f64();
     let msgs_s = st.msgs as f64 / secs_f;
@@ -835,8 +833,8 @@ fn connect(a: ConnectArgs, threads: usize) -> anyhow::Result<()> {
             Ok((s, last))
         }
     })?;
-    let kernel_us = cpu.elapsed_kernel_us();
-    let cpu_us = cpu.elapsed_us();
+    let split = cpu.elapsed_split_us();
+    let (cpu_us, kernel_us) = (split.map(|s| s.0), split.map(|s| s.1));
     let load_us = me.elapsed_us();
     let wall = t0.elapsed().as_secs_f64();
     let end = shards.iter().map(|(_, l)| *l).max().unwrap_or(t0);

@@ -2,7 +2,7 @@
 //! commands, write them out, read replies (and pushes) one value at a time.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -99,8 +99,7 @@ impl<S: Transport> Conn<S> {
     pub(super) async fn flush(&mut self) -> Result<(), ConnError> {
         let mut at = 0;
         while at < self.out.len() {
-            let slice = [IoSlice::new(&self.out[at..])];
-            let n = poll_fn(|cx| self.stream.poll_write_vectored(cx, &slice)).await?;
+            let n = poll_fn(|cx| self.stream.poll_write(cx, &self.out[at..])).await?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero).into());
             }

@@ -296,6 +296,10 @@ impl<T: Transport> Transport for Replayed<T> {
         self.inner.poll_write_vectored(cx, bufs)
     }
 
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.inner.poll_write(cx, buf)
+    }
+
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_flush(cx)
     }
@@ -641,7 +645,7 @@ async fn respond<T: Transport>(io: &mut T, (status, body): ApiAnswer) {
     );
     let mut out = text.as_bytes();
     while !out.is_empty() {
-        match poll_fn(|cx| io.poll_write_vectored(cx, &[IoSlice::new(out)])).await {
+        match poll_fn(|cx| io.poll_write(cx, out)).await {
             Ok(0) | Err(_) => return,
             Ok(n) => out = &out[n..],
         }
